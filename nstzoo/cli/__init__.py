@@ -1,0 +1,73 @@
+"""The ``nstzoo`` command line: one Typer app per command group, composed here.
+
+Known errors (:class:`~nstzoo.errors.NstzooError`: unknown names, missing weights, bad config or
+input) print a short message with a hint and exit with status 2; ``NSTZOO_DEBUG=1`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from ..errors import NstzooError
+
+
+def build_app() -> typer.Typer:
+    from . import data, encoders, plugins, stylize, stylizers, weights
+
+    app = typer.Typer(name="nstzoo", no_args_is_help=True, pretty_exceptions_enable=False,
+                      help="A plugin zoo of feed-forward neural style transfer and the ALADIN-NST style learner.",
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.command("plugins")(plugins.plugins)
+    app.add_typer(stylizers.app, name="stylizers")
+    app.add_typer(encoders.app, name="encoders")
+    app.add_typer(weights.app, name="weights")
+    app.add_typer(data.app, name="data")
+    app.command("stylize")(stylize.stylize)
+    for module_name in ("learner", "quickstart"):
+        try:
+            module = __import__(f"{__name__}.{module_name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module_name}":
+                raise
+            continue
+        module.register(app)
+    _add_plugin_commands(app)
+    return app
+
+
+def _add_plugin_commands(app: typer.Typer) -> None:
+    from ..registry import get_registry
+
+    try:
+        get_registry().register_commands(app)
+    except NstzooError as exc:  # strict mode: a plugin's command failed to register
+        report_error(exc)
+        raise SystemExit(2) from exc
+
+
+def report_error(exc: NstzooError) -> None:
+    from .common import err_console
+
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if exc.hint:
+        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point; ``argv`` for tests (defaults to ``sys.argv[1:]``)."""
+    debug = os.environ.get("NSTZOO_DEBUG", "") not in ("", "0")
+    try:
+        app = build_app()
+        app(args=list(argv) if argv is not None else None, prog_name="nstzoo")
+    except NstzooError as exc:
+        if debug:
+            raise
+        report_error(exc)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

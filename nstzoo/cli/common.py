@@ -1,0 +1,90 @@
+"""Shared pieces of the command line: consoles, JSON output, progress, device and image I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import ConfigError, DataError
+
+# Messages and progress go to stderr so stdout stays machine-readable (--json, paths).
+err_console = Console(stderr=True)
+out_console = Console(highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as JSON on stdout (plain print: rich would wrap long lines)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    err_console.print(message)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Any]:
+    """A rich progress bar on a terminal; on CI or in logs (not a TTY) rich prints nothing live."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
+    with Progress(*columns, console=err_console, transient=False,
+                  disable=not err_console.is_terminal) as progress:
+        task = progress.add_task(description, total=total, status="")
+
+        class Handle:
+            def advance(self, n: int = 1, status: str | None = None) -> None:
+                progress.update(task, advance=n, **({"status": status} if status is not None else {}))
+
+        yield Handle()
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) -> CUDA when available, else CPU; anything else is validated."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid --device {name!r}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r} requested but CUDA is not available", hint="use --device cpu")
+    return device
+
+
+def parse_names(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write ``[3,H,W]`` in [0, 1] as PNG or JPEG (by extension), atomically."""
+    from torchvision.io import encode_jpeg, encode_png
+
+    from ..weights import atomic_write
+
+    path = Path(path)
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        data = encode_png(pixels)
+    elif suffix in (".jpg", ".jpeg"):
+        data = encode_jpeg(pixels, quality=95)
+    else:
+        raise DataError(f"cannot write {path}: use a .png or .jpg file name")
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(data.numpy().tobytes())
+
+    return atomic_write(path, write)
+
+
+def as_list(items: Iterable[Any]) -> list[Any]:
+    return list(items)

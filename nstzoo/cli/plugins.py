@@ -1,0 +1,27 @@
+"""``nstzoo plugins``: what is installed, which hooks each plugin implements, and load errors."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..registry import get_registry
+from .common import out_console, print_json
+
+
+def plugins(json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """List installed plugins, their hooks, what they register, and any load error."""
+    registry = get_registry()
+    registry.stylizers()  # collect, so registration errors are included
+    rows = [info.as_dict() for info in registry.plugins.values()]
+    if json_output:
+        print_json(rows)
+        return
+    table = Table("plugin", "distribution", "version", "hooks", "registers", "errors")
+    for row in rows:
+        registers = ", ".join(row["stylizers"] + [f"{e} (encoder)" for e in row["encoders"]])
+        table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]),
+                      registers, "[red]" + "\n".join(row["errors"]) + "[/red]" if row["errors"] else "")
+    out_console.print(table)

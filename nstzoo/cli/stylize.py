@@ -1,0 +1,50 @@
+"""``nstzoo stylize``: one content image + one style image -> one stylized image."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from ..weights import load_stylizer
+from .common import info, print_json, resolve_device, save_image
+
+
+def stylize(
+    stylizer: Annotated[str, typer.Option("--stylizer", "-s", help="Stylizer name (nstzoo stylizers list).")],
+    content: Annotated[Path, typer.Option(help="Content image.")],
+    style: Annotated[Path, typer.Option(help="Style image.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the result (.png or .jpg).")],
+    size: Annotated[int | None, typer.Option(help="Resize both images' shorter side to this many pixels first.")] = 512,
+    style_size: Annotated[int | None, typer.Option(help="Style image's shorter side (default: --size).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
+    weights: Annotated[Path | None, typer.Option(help="A safetensors file to use instead of the store's.")] = None,
+    random_init: Annotated[bool, typer.Option(help="Run with random weights if none are found (pipeline tests).")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record on stdout.")] = False,
+) -> None:
+    """Stylize one content image with one style image."""
+    from ..data.folder import load_image
+    from ..data.transforms import resize_shorter
+
+    dev = resolve_device(device)
+    model = load_stylizer(stylizer, device=dev, weights=weights, random_init=random_init)
+    content_image = load_image(content)
+    style_image = load_image(style)
+    if size:
+        content_image = resize_shorter(content_image, size)
+    if style_size or size:
+        style_image = resize_shorter(style_image, style_size or size)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        result = model(content_image[None].to(dev), style_image[None].to(dev))[0]
+    seconds = time.perf_counter() - start
+    save_image(result, output)
+    record = {"stylizer": stylizer, "content": str(content), "style": str(style), "output": str(output),
+              "size": list(result.shape[-2:]), "seconds": round(seconds, 4), "device": str(dev)}
+    if json_output:
+        print_json(record)
+    else:
+        info(f"[green]wrote[/] {output} ({result.shape[-1]}x{result.shape[-2]}, {stylizer}, {seconds:.2f}s on {dev})")

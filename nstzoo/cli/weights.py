@@ -1,0 +1,92 @@
+"""``nstzoo weights list|import|verify``: the weights store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import weights as store
+from ..errors import WeightsError
+from ..registry import get_registry
+from .common import info, out_console, print_json
+
+app = typer.Typer(help="The weights store ($NSTZOO_HOME/weights): list, import official files, verify.",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+def list_weights(json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False) -> None:
+    """List stored weight files with their source checkpoints."""
+    rows = store.stored_weights()
+    if json_output:
+        print_json({"weights_dir": str(store.weights_dir()), "files": rows})
+        return
+    info(f"weights store: {store.weights_dir()}")
+    table = Table("name", "kind", "MiB", "created", "sources")
+    for r in rows:
+        sources = ", ".join(f"{s['file']} ({s['sha256'][:12]})" for s in r["sources"])
+        table.add_row(r["name"], str(r["kind"]), f"{r['bytes'] / 2**20:.1f}", str(r["created"]),
+                      r.get("error") or sources)
+    out_console.print(table)
+
+
+@app.command("import")
+def import_weights(
+    name: Annotated[str, typer.Argument(help="Stylizer whose official checkpoint files these are.")],
+    files: Annotated[list[Path] | None, typer.Argument(help="The official files (.pth, .onnx ...), any order.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of the store.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Convert the authors' original checkpoint files to one safetensors file (strictly mapped)."""
+    spec = get_registry().stylizer(name)
+    paths = list(files or [])
+    if not paths and spec.locate_official is not None:
+        paths = list(spec.locate_official() or [])
+        if paths:
+            info(f"found the official files installed: {', '.join(str(p) for p in paths)}")
+    if not paths:
+        raise WeightsError(f"no files given for {name!r}",
+                           hint=f"nstzoo weights import {name} {' '.join(spec.weight_files) or 'FILE...'}")
+    target = store.import_official(spec, paths, out=out)
+    meta = store.read_metadata(target)
+    if json_output:
+        print_json({"name": name, "path": str(target), "sources": meta.get("sources", [])})
+    else:
+        info(f"[green]imported {name}[/] -> {target}")
+
+
+@app.command("verify")
+def verify(
+    names: Annotated[list[str] | None, typer.Argument(help="Names to check (default: every stored file).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Check stored files: header, tensor digest, finite values, and a strict load into the architecture."""
+    registry = get_registry()
+    entries = store.stored_weights()
+    if names:
+        entries = [e for e in entries if e["name"] in names]
+        missing = sorted(set(names) - {e["name"] for e in entries})
+        if missing:
+            raise WeightsError(f"no stored weights for: {', '.join(missing)}", hint="nstzoo weights list")
+    results = []
+    for entry in entries:
+        problems = store.verify_file(entry["path"])
+        if not problems and entry["kind"] == "stylizer":
+            try:
+                store.load_stylizer(entry["name"], weights=entry["path"], registry=registry)
+            except Exception as exc:  # noqa: BLE001 - report every failure, keep checking the others
+                problems.append(str(exc))
+        results.append({"name": entry["name"], "path": entry["path"], "ok": not problems, "problems": problems})
+    if json_output:
+        print_json(results)
+    else:
+        for r in results:
+            mark = "[green]ok[/]" if r["ok"] else "[red]FAILED[/]"
+            out_console.print(f"{mark} {r['name']} ({r['path']})")
+            for p in r["problems"]:
+                out_console.print(f"    {p}")
+    if any(not r["ok"] for r in results):
+        raise typer.Exit(1)

@@ -1,0 +1,315 @@
+"""The weights store: safetensors files with a metadata header, official-checkpoint import, loading.
+
+Layout: ``$NSTZOO_HOME/weights/<name>.safetensors`` (``NSTZOO_HOME`` defaults to
+``$XDG_CACHE_HOME/nstzoo`` or ``~/.cache/nstzoo``). Every file nstzoo writes carries a JSON header
+under the safetensors metadata key ``"nstzoo"``::
+
+    {"format": 1, "kind": "stylizer" | "encoder", "name": ..., "nstzoo_version": ...,
+     "created": ISO-8601, "sources": [{"file": ..., "sha256": ...}], "tensors_sha256": ...,
+     "config": {...}}
+
+Official ``.pth`` files are only ever read with ``torch.load(weights_only=True)``: a pickle that
+needs to run code is refused. Run time reads safetensors only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import WeightsError
+from .specs import StateDict, StylizerSpec
+
+METADATA_KEY = "nstzoo"
+FORMAT_VERSION = 1
+
+
+def nstzoo_home() -> Path:
+    """``$NSTZOO_HOME``, else ``$XDG_CACHE_HOME/nstzoo``, else ``~/.cache/nstzoo``."""
+    if os.environ.get("NSTZOO_HOME"):
+        return Path(os.environ["NSTZOO_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "nstzoo"
+
+
+def weights_dir() -> Path:
+    return nstzoo_home() / "weights"
+
+
+def weights_path(name: str) -> Path:
+    """Where the store keeps the weights of stylizer ``name``."""
+    return weights_dir() / f"{name}.safetensors"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """A digest of names, dtypes, shapes and bytes, independent of file layout."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _nstzoo_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_safetensors(path: str | os.PathLike, state: Mapping[str, torch.Tensor], *, kind: str, name: str,
+                     config: Mapping[str, Any] | None = None, sources: Sequence[Mapping[str, str]] = ()) -> Path:
+    """Write ``state`` atomically with nstzoo's metadata header; returns the path."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    header = {
+        "format": FORMAT_VERSION,
+        "kind": kind,
+        "name": name,
+        "nstzoo_version": _nstzoo_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "sources": list(sources),
+        "tensors_sha256": tensors_sha256(tensors),
+        "config": dict(config or {}),
+    }
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(header)}))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The nstzoo header of a safetensors file ({} for foreign files)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if METADATA_KEY not in meta:
+        return {}
+    try:
+        return json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: corrupt nstzoo metadata header ({exc})") from exc
+
+
+def load_safetensors(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
+    """``(state_dict, nstzoo_metadata)`` from a safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    meta = read_metadata(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({exc})") from exc
+    return state, meta
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """Read an official checkpoint safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    Raises :class:`WeightsError` naming the file if it is missing, unreadable, or a pickle that
+    would need to execute code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)[0]
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{path}: refused to load — the pickle needs to execute code, which nstzoo never allows "
+            f"(torch.load weights_only=True): {str(exc).splitlines()[0]}",
+            hint="re-save it as a plain state dict (torch.save(model.state_dict(), ...)) in an environment you trust",
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+
+
+def unwrap_state_dict(obj: Any, path: str | os.PathLike = "<checkpoint>") -> StateDict:
+    """The tensor mapping inside a checkpoint (plain, or under 'state_dict' / 'model' / 'net')."""
+    for key in ("state_dict", "model", "net", "params"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a mapping of parameter names to tensors, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    """Remove ``prefix`` from every key that has it (e.g. ``module.`` from DataParallel checkpoints)."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names every missing, unexpected or misshapen key."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshapen = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                       for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or misshapen:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", misshapen)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise WeightsError(f"{source}: weights do not match the architecture — " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def import_official(spec: StylizerSpec, files: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> Path:
+    """Convert the authors' checkpoint files into one safetensors file in the store.
+
+    The converted state dict is loaded strictly into a freshly built module before it is written,
+    so a file in the store always matches the architecture.
+    """
+    if spec.import_official is None:
+        raise WeightsError(f"stylizer {spec.name!r} has no official-checkpoint importer"
+                           + ("" if spec.needs_weights else " (it needs no weights)"))
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise WeightsError(f"file not found: {p}", hint=f"expected files: {' '.join(spec.weight_files)}")
+    state = spec.import_official(paths)
+    module = spec.factory(**dict(spec.default_options))
+    load_state_strict(module, state, f"import of {spec.name!r} from {', '.join(p.name for p in paths)}")
+    sources = [{"file": p.name, "sha256": sha256_file(p)} for p in paths]
+    target = Path(out) if out is not None else weights_path(spec.name)
+    return save_safetensors(target, module.state_dict(), kind="stylizer", name=spec.name,
+                            config=dict(spec.default_options), sources=sources)
+
+
+def missing_weights_error(spec: StylizerSpec, path: Path) -> WeightsError:
+    files = " ".join(spec.weight_files) or "FILE..."
+    how = (f"get the official files ({', '.join(spec.weight_files)}"
+           + (f" from {spec.weights_source}" if spec.weights_source else "") + f") and run: "
+           f"nstzoo weights import {spec.name} {files}") if spec.import_official else (
+        f"train them (nstzoo stylizers train {spec.name} ...) or obtain them: {spec.weights_source}")
+    return WeightsError(f"stylizer {spec.name!r} needs weights, none found at {path}",
+                        hint=how + "; or pass --random-init for pipeline tests")
+
+
+def load_stylizer(name: str, *, device: str | torch.device | None = None, weights: str | os.PathLike | None = None,
+                  random_init: bool = False, registry: Any = None, **options: Any) -> nn.Module:
+    """Build stylizer ``name`` with its weights, frozen and in eval mode.
+
+    Args:
+        name: a registered stylizer name.
+        device: where to put the module (default CPU).
+        weights: a safetensors file to use instead of the store's ``<name>.safetensors``.
+        random_init: allow running with random weights when none are found (pipeline tests only).
+        options: factory keyword arguments, overriding the spec's defaults.
+    """
+    from .registry import get_registry
+
+    spec = (registry or get_registry()).stylizer(name)
+    stored_config: dict[str, Any] = {}
+    state = None
+    if spec.needs_weights:
+        path = Path(weights) if weights is not None else weights_path(name)
+        if path.is_file():
+            state, meta = load_safetensors(path)
+            if meta and meta.get("name") not in (None, name):
+                raise WeightsError(f"{path}: holds weights of {meta.get('name')!r}, not {name!r}")
+            stored_config = dict(meta.get("config", {})) if meta else {}
+        elif not random_init:
+            raise missing_weights_error(spec, path)
+    module = spec.factory(**{**dict(spec.default_options), **stored_config, **options})
+    if state is not None:
+        load_state_strict(module, state, str(path))
+    module.eval().requires_grad_(False)
+    return module.to(device) if device is not None else module
+
+
+def load_encoder(weights: str | os.PathLike, *, device: str | torch.device | None = None,
+                 registry: Any = None) -> nn.Module:
+    """Rebuild an exported encoder from its safetensors file (the config travels in the header).
+
+    Returns the module in eval mode; ``module(images)`` maps ``[B,3,H,W]`` in [0, 1] to
+    L2-normalised ``[B, D]`` embeddings.
+    """
+    from .registry import get_registry
+
+    path = Path(weights)
+    state, meta = load_safetensors(path)
+    if meta.get("kind") != "encoder":
+        raise WeightsError(f"{path}: not an nstzoo encoder export (kind={meta.get('kind')!r})",
+                           hint="export one with: nstzoo export RUN_DIR -o FILE.safetensors")
+    config = dict(meta.get("config", {}))
+    name = config.pop("encoder", meta.get("name"))
+    spec = (registry or get_registry()).encoder(name)
+    module = spec.factory(**config.get("options", {}))
+    load_state_strict(module, state, str(path))
+    module.eval()
+    return module.to(device) if device is not None else module
+
+
+def verify_file(path: str | os.PathLike) -> list[str]:
+    """Problems found in one stored file ([] when it is sound): header, digest, finiteness."""
+    problems: list[str] = []
+    try:
+        state, meta = load_safetensors(path)
+    except WeightsError as exc:
+        return [str(exc)]
+    if not meta:
+        return [f"{path}: no nstzoo metadata header"]
+    if meta.get("tensors_sha256") != tensors_sha256(state):
+        problems.append(f"{path}: tensor digest differs from the header (file modified or corrupt)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        problems.append(f"{path}: non-finite values in {', '.join(bad[:5])}")
+    return problems
+
+
+def stored_weights() -> list[dict[str, Any]]:
+    """One entry per file in the store: name, path, size, kind, sources, created."""
+    entries = []
+    for path in sorted(weights_dir().glob("*.safetensors")):
+        try:
+            meta = read_metadata(path)
+        except WeightsError as exc:
+            meta = {"error": str(exc)}
+        entries.append({
+            "name": meta.get("name", path.stem), "path": str(path), "bytes": path.stat().st_size,
+            "kind": meta.get("kind"), "created": meta.get("created"), "sources": meta.get("sources", []),
+            **({"error": meta["error"]} if "error" in meta else {}),
+        })
+    return entries
