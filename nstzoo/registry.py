@@ -171,14 +171,15 @@ class Registry:
         self._stylizers, self._encoders, self._conflicts = {}, {}, {}
         for info in self.plugins.values():
             info.stylizers, info.encoders = [], []
-            info.errors = [e for e in info.errors if not e.startswith("hook ")]
+            # Errors from an earlier collection are recomputed below; load and command errors stay.
+            info.errors = [e for e in info.errors if not e.startswith(("hook register_stylizers", "hook register_encoders"))]
         self._collected = True  # set first: a strict failure below must not leave a half-built cache retried forever
         self._run_register_hook("register_stylizers", "stylizer", self._stylizers, StylizerSpec)
         self._run_register_hook("register_encoders", "encoder", self._encoders, EncoderSpec)
 
     def _run_register_hook(self, hook_name: str, kind: str, table: dict, spec_type: type) -> None:
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls LIFO; we want first-come)
             plugin_name = impl.plugin_name
             info = self.plugins.setdefault(plugin_name, PluginInfo(plugin_name))
 
@@ -257,7 +258,7 @@ class Registry:
 
     def register_commands(self, app: Any) -> None:
         """Let plugins add CLI commands; a plugin that raises is recorded, not fatal."""
-        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+        for impl in self.pm.hook.register_commands.get_hookimpls():
             try:
                 impl.function(app=app)
             except Exception as exc:  # noqa: BLE001

@@ -53,9 +53,9 @@ def _add_plugin_commands(app: typer.Typer) -> None:
 def report_error(exc: NstzooError) -> None:
     from .common import err_console
 
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
