@@ -1,0 +1,100 @@
+"""AdaIN (Huang & Belongie, ICCV 2017): encode with VGG, match channel moments, decode.
+
+Official files (naoto0804/pytorch-AdaIN release): ``vgg_normalised.pth`` (the 53-slot VGG; only
+the slots up to relu4_1 are kept) and ``decoder.pth``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
+from ..nn.decoder import adain_decoder
+from ..nn.sizing import pad_to_multiple
+from ..nn.stats import adain
+from ..nn.vgg import NormalisedVGG19, select_vgg_keys
+from ..specs import StylizerSpec
+
+PAPER = ("Xun Huang, Serge Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance "
+         "Normalization. ICCV 2017. arXiv:1703.06868")
+WEIGHTS_SOURCE = ("https://github.com/naoto0804/pytorch-AdaIN/releases/tag/v0.0.0 "
+                  "(vgg_normalised.pth, decoder.pth)")
+
+
+class AdaINStylizer(nn.Module):
+    """``forward(content [B,3,H,W], style [B,3,H',W'])`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+    Args:
+        alpha: content-style trade-off in [0, 1]; 1 is full stylisation, 0 reconstructs the content.
+
+    Any input size works: the content is padded (reflection) to a multiple of 8, the decoder's
+    output stride, and the result cropped back.
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ConfigError(f"adain: option alpha must be in [0, 1], got {alpha!r}")
+        self.alpha = float(alpha)
+        self.encoder = NormalisedVGG19("relu4_1")
+        self.decoder = adain_decoder()
+
+    def transfer_features(self, content: Tensor, style: Tensor, alpha: float | None = None) -> Tensor:
+        """relu4_1 target features ``[B,512,ceil(H/8),ceil(W/8)]`` for images in [0, 1]."""
+        alpha = self.alpha if alpha is None else alpha
+        content_feat = self.encoder(content)
+        target = adain(content_feat, self.encoder(style))
+        return alpha * target + (1.0 - alpha) * content_feat
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        padded, (h, w) = pad_to_multiple(content, 8)
+        out = self.decoder(self.transfer_features(padded, style))
+        return out[..., :h, :w].clamp(0.0, 1.0)
+
+
+def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
+    """``vgg_normalised.pth`` + ``decoder.pth`` (any order) -> this module's state dict."""
+    files = identify_files(
+        paths,
+        roles={"vgg": lambda _p, s: "0.weight" in s, "decoder": lambda _p, s: "1.weight" in s and "0.weight" not in s},
+        expected_names={"vgg": "vgg_normalised.pth", "decoder": "decoder.pth"},
+    )
+    vgg_path, vgg_state = files["vgg"]
+    dec_path, dec_state = files["decoder"]
+    vgg = select_vgg_keys(vgg_state, upto="relu4_1", source=str(vgg_path))
+    decoder = remap_exact(dec_state, {k: k for k in decoder_keys()}, dec_path)
+    return {**prefixed(vgg, "encoder."), **prefixed(decoder, "decoder.")}
+
+
+def _train(config: dict[str, Any]) -> Path:
+    from ..train.stylizer import train_stylizer
+
+    return train_stylizer("adain", config)
+
+
+SPEC = StylizerSpec(
+    name="adain",
+    factory=AdaINStylizer,
+    summary="AdaIN: VGG relu4_1 features re-scaled to the style's channel mean/std, then decoded",
+    paper=PAPER,
+    weight_files=("vgg_normalised.pth", "decoder.pth"),
+    import_official=import_official,
+    default_options={"alpha": 1.0},
+    train=_train,
+    weights_source=WEIGHTS_SOURCE,
+)
+
+
+@hookimpl
+def register_stylizers(register: Any) -> None:
+    register(SPEC)
+
+
+__all__ = ["AdaINStylizer", "import_official", "SPEC", "register_stylizers"]

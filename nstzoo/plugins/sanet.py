@@ -1,0 +1,208 @@
+"""SANet (Park & Lee, CVPR 2019): style-attentional networks at relu4_1 and relu5_1.
+
+There is no official code; the de-facto reference and checkpoints are GlebSBrykin/SANET (MIT):
+``vgg_normalised.pth``, ``decoder_iter_500000.pth``, ``transformer_iter_500000.pth``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
+from ..nn.decoder import adain_decoder
+from ..nn.sizing import attention_working_size, pad_to_multiple
+from ..nn.stats import mean_variance_norm
+from ..nn.vgg import NormalisedVGG19, select_vgg_keys
+from ..specs import StylizerSpec
+
+PAPER = ("Dae Young Park, Kwang Hee Lee. Arbitrary Style Transfer with Style-Attentional Networks. "
+         "CVPR 2019. arXiv:1812.02342")
+WEIGHTS_SOURCE = ("https://github.com/GlebSBrykin/SANET (README links / latest release: vgg_normalised.pth, "
+                  "decoder_iter_500000.pth, transformer_iter_500000.pth)")
+MIN_SIDE = 32  # relu5_1 (1/16) must keep 2 rows and columns for its reflection padding
+DEFAULT_MAX_TOKENS = 4096  # relu4_1 positions, i.e. a 512x512 image: one 4096x4096 attention map = 64 MiB fp32
+
+
+class SANetBlock(nn.Module):
+    """Style attention: each content position gathers style features by normalised-feature similarity.
+
+    ``forward(content [B,C,Hc,Wc], style [B,C,Hs,Ws]) -> [B,C,Hc,Wc]``; residual on the raw content.
+    """
+
+    def __init__(self, channels: int = 512):
+        super().__init__()
+        self.f = nn.Conv2d(channels, channels, 1)
+        self.g = nn.Conv2d(channels, channels, 1)
+        self.h = nn.Conv2d(channels, channels, 1)
+        self.out_conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        b, c, hc, wc = content.shape
+        query = self.f(mean_variance_norm(content)).flatten(2).transpose(1, 2)  # [B,Nc,C]
+        key = self.g(mean_variance_norm(style)).flatten(2)  # [B,C,Ns]
+        value = self.h(style).flatten(2)  # [B,C,Ns]; the raw style, as in the reference
+        attention = torch.softmax(torch.bmm(query, key), dim=-1)  # [B,Nc,Ns], over style positions
+        out = torch.bmm(value, attention.transpose(1, 2)).view(b, c, hc, wc)
+        return self.out_conv(out) + content
+
+
+class SANetTransform(nn.Module):
+    """Fuses attention at relu4_1 with upsampled attention at relu5_1 through a 3x3 conv.
+
+    Key layout of ``transformer_iter_*.pth``: ``sanet4_1.*``, ``sanet5_1.*``, ``merge_conv.*``.
+    """
+
+    def __init__(self, channels: int = 512):
+        super().__init__()
+        self.sanet4_1 = SANetBlock(channels)
+        self.sanet5_1 = SANetBlock(channels)
+        self.merge_conv_pad = nn.ReflectionPad2d(1)
+        self.merge_conv = nn.Conv2d(channels, channels, 3)
+
+    def forward(self, content4_1: Tensor, style4_1: Tensor, content5_1: Tensor, style5_1: Tensor) -> Tensor:
+        deep = F.interpolate(self.sanet5_1(content5_1, style5_1), scale_factor=2, mode="nearest")
+        return self.merge_conv(self.merge_conv_pad(self.sanet4_1(content4_1, style4_1) + deep))
+
+
+def _working_size(h: int, w: int, max_tokens: int) -> tuple[int, int]:
+    h2, w2 = attention_working_size(h, w, max_tokens)
+    if min(h2, w2) < MIN_SIDE:
+        scale = MIN_SIDE / min(h2, w2)
+        h2, w2 = max(MIN_SIDE, round(h2 * scale)), max(MIN_SIDE, round(w2 * scale))
+    return h2, w2
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+class SANetStylizer(nn.Module):
+    """``forward(content [B,3,H,W], style [B,3,H',W'])`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+    Any size works. The reference code needs sides that are multiples of 16 (relu5_1, upsampled,
+    must match relu4_1); here the content is reflection-padded to a multiple of 16 and the result
+    cropped back.
+
+    Memory policy: attention costs ``Nc * Ns`` per sample and block, with ``N = H*W/64`` positions
+    at relu4_1. An image with more than ``max_tokens`` positions is resized (aspect kept) to fit
+    the budget before encoding: the content is stylised at that capped size and the result is
+    resized bilinearly back to ``H x W``; the style is simply used at its capped size. The default,
+    4096 positions (512x512 px), bounds each attention map to 64 MiB per sample in fp32. Images
+    are never worked on with a side below 32 px (the deepest VGG layer needs two rows), so tiny
+    inputs are upsampled instead, whatever the budget.
+
+    Args:
+        max_tokens: relu4_1 positions allowed for content and for style (each).
+    """
+
+    def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS):
+        super().__init__()
+        if int(max_tokens) < 1:
+            raise ConfigError(f"sanet: option max_tokens must be >= 1, got {max_tokens!r}")
+        self.max_tokens = int(max_tokens)
+        self.encoder = NormalisedVGG19("relu5_1")
+        self.transform = SANetTransform()
+        self.decoder = adain_decoder()
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """relu4_1 ``[B,512,H/8,W/8]`` and relu5_1 ``[B,512,H/16,W/16]`` of images in [0, 1]."""
+        relu4_1, relu5_1 = self.encoder.taps(images, ["relu4_1", "relu5_1"])
+        return relu4_1, relu5_1
+
+    def stylize_padded(self, content: Tensor, style: Tensor) -> Tensor:
+        """Raw decoder output for a content whose sides are multiples of 16 (no resizing, no clamp)."""
+        content4_1, content5_1 = self.encode(content)
+        style4_1, style5_1 = self.encode(style)
+        return self.decoder(self.transform(content4_1, style4_1, content5_1, style5_1))
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        h, w = content.shape[-2:]
+        work = _working_size(h, w, self.max_tokens)
+        style = _resize(style, _working_size(*style.shape[-2:], self.max_tokens))
+        padded, (wh, ww) = pad_to_multiple(_resize(content, work), 16)
+        out = self.stylize_padded(padded, style)[..., :wh, :ww]
+        return _resize(out, (h, w)).clamp(0.0, 1.0)
+
+
+_TRANSFORM_PREFIXES = ("sanet4_1.", "sanet5_1.", "merge_conv.")
+
+
+def _transform_keys() -> list[str]:
+    block = [f"{m}.{p}" for m in ("f", "g", "h", "out_conv") for p in ("weight", "bias")]
+    return ([f"sanet4_1.{k}" for k in block] + [f"sanet5_1.{k}" for k in block]
+            + ["merge_conv.weight", "merge_conv.bias"])
+
+
+def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
+    """``vgg_normalised.pth``, ``decoder_iter_*.pth``, ``transformer_iter_*.pth`` (any order) -> state dict.
+
+    Also accepts the transformer saved by the mumair5393 fork (``SAN1`` = relu5_1, ``SAN2`` = relu4_1,
+    under an optional ``sa_module.`` prefix).
+    """
+    def is_transformer(_p: Path, state: dict) -> bool:
+        return any(k.startswith(_TRANSFORM_PREFIXES + ("sa_module.", "SAN1.", "SAN2.")) for k in state)
+
+    files = identify_files(
+        paths,
+        roles={
+            "transformer": is_transformer,
+            "vgg": lambda _p, s: "0.weight" in s,
+            "decoder": lambda _p, s: "1.weight" in s and "0.weight" not in s,
+        },
+        expected_names={"vgg": "vgg_normalised.pth", "decoder": "decoder_iter_500000.pth",
+                        "transformer": "transformer_iter_500000.pth"},
+    )
+    vgg_path, vgg_state = files["vgg"]
+    dec_path, dec_state = files["decoder"]
+    tr_path, tr_state = files["transformer"]
+    tr_state = {_mumair_to_gleb(k): v for k, v in tr_state.items()}
+    transform = remap_exact(tr_state, {k: k for k in _transform_keys()}, tr_path)
+    decoder = remap_exact(dec_state, {k: k for k in decoder_keys()}, dec_path)
+    vgg = select_vgg_keys(vgg_state, upto="relu5_1", source=str(vgg_path))
+    return {**prefixed(vgg, "encoder."), **prefixed(transform, "transform."), **prefixed(decoder, "decoder.")}
+
+
+def _mumair_to_gleb(key: str) -> str:
+    key = key.removeprefix("sa_module.")
+    if key.startswith("SAN1."):
+        return "sanet5_1." + key[len("SAN1."):]
+    if key.startswith("SAN2."):
+        return "sanet4_1." + key[len("SAN2."):]
+    return key
+
+
+def _train(config: dict[str, Any]) -> Path:
+    from ..train.stylizer import train_stylizer
+
+    return train_stylizer("sanet", config)
+
+
+SPEC = StylizerSpec(
+    name="sanet",
+    factory=SANetStylizer,
+    summary="SANet: style attention over VGG relu4_1 and relu5_1 features, fused and decoded",
+    paper=PAPER,
+    weight_files=("vgg_normalised.pth", "decoder_iter_500000.pth", "transformer_iter_500000.pth"),
+    import_official=import_official,
+    default_options={"max_tokens": DEFAULT_MAX_TOKENS},
+    train=_train,
+    weights_source=WEIGHTS_SOURCE,
+)
+
+
+@hookimpl
+def register_stylizers(register: Any) -> None:
+    register(SPEC)
+
+
+__all__ = ["SANetBlock", "SANetTransform", "SANetStylizer", "import_official", "SPEC", "register_stylizers"]
