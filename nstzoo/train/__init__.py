@@ -1,0 +1,1 @@
+"""Training: the SupCon loss, logit accumulation, the ALADIN-NST trainer, and stylizer training."""

@@ -1,0 +1,37 @@
+"""Configuration: YAML + --set overrides + flags, with errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from nstzoo.config import build_train_config
+from nstzoo.errors import ConfigError
+
+
+def test_layers_merge_in_order(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("steps: 10\noptim: {lr: 1.0e-3}\nsynth: {stylizers: [reinhard]}\n")
+    cfg = build_train_config([base], ["optim.lr=3e-4", "loss.temperature=0.07"], {"synth.stylizers": "a,b", "steps": None})
+    assert (cfg.steps, cfg.optim.lr, cfg.loss.temperature, cfg.synth.stylizers) == (10, 3e-4, 0.07, ["a", "b"])
+    assert cfg.optim.lr_decay == 0.999875 and cfg.optim.decay_every == 100  # the paper's schedule by default
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
+    ("steps=many", "config key 'steps' must be int, got 'many'"),
+    ("batch_size=7", "invalid batch_size=7"),
+    ("loss.temperature=0", "invalid loss.temperature=0.0"),
+    ("synth.weights={zzz: 1}", "synth.weights names stylizers not in synth.stylizers"),
+    ("noequals", "expected key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        build_train_config([], [override])
+    assert message in str(info.value)
+
+
+def test_bad_yaml_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        build_train_config([bad])
