@@ -218,6 +218,9 @@ def import_official(spec: StylizerSpec, files: Sequence[str | os.PathLike], out:
 
 
 def missing_weights_error(spec: StylizerSpec, path: Path) -> WeightsError:
+    if spec.locate_official is not None and spec.locate_official():
+        return WeightsError(f"stylizer {spec.name!r} needs weights, none found at {path}",
+                            hint=f"its official files are installed on this machine: run `nstzoo weights import {spec.name}`")
     files = " ".join(spec.weight_files) or "FILE..."
     how = (f"get the official files ({', '.join(spec.weight_files)}"
            + (f" from {spec.weights_source}" if spec.weights_source else "") + f") and run: "
