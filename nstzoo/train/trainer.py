@@ -68,6 +68,16 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX); emulated bf16 is far slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def resolve_device(name: str) -> torch.device:
     if name in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -139,6 +149,10 @@ class Trainer:
         self.config, self.resume, self.on_step, self.log = config, resume, on_step, log
         self.run_dir = Path(config.out)
         self.device = resolve_device(config.device)
+        self.use_bf16 = config.amp and (self.device.type == "cuda" or cpu_has_native_bf16())
+        if config.amp and not self.use_bf16:
+            log("note: amp is on but this CPU has no native bf16 (avx512_bf16 / amx_bf16): training in fp32, "
+                "since emulated bf16 is ~20x slower")
 
     # ------------------------------------------------------------------ setup
     def _prepare(self) -> None:
@@ -177,7 +191,7 @@ class Trainer:
         self.start_step = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.config.amp:
+        if not self.use_bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
@@ -229,7 +243,13 @@ class Trainer:
         synth = self.synth(batch["contents"], batch["styles"], batch["content_ids"], batch["style_ids"], step=step)
         images, labels, is_source = encoder_batch(synth)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = accumulated_step(self.model, split_into_chunks(images, self.config.chunk_size),
+        chunks = split_into_chunks(images, self.config.chunk_size)
+        if hasattr(self.model, "frozen_features"):
+            # Features of frozen branches are computed once, not again in the gradient pass.
+            with self._autocast():
+                frozen = [self.model.frozen_features(chunk) for chunk in chunks]
+            chunks = [(chunk, feats) if feats is not None else chunk for chunk, feats in zip(chunks, frozen)]
+        loss, _ = accumulated_step(self.model, chunks,
                                    lambda emb: self.loss(emb, labels, is_source),
                                    scaler=self.scaler, autocast=self._autocast)
         value = float(loss)
