@@ -1,0 +1,44 @@
+"""``nstzoo quickstart``: the embedded default, offline, with before/after numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .common import info, out_console, print_json, progress_bar
+
+
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Output folder (data, test set, run, encoders, summary.json).")] = Path("quickstart-out"),
+    steps: Annotated[int | None, typer.Option(help="Training steps (default from the embedded config).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout.")] = False,
+) -> None:
+    """Generate data, build a held-out test set, evaluate, train, evaluate again — all offline."""
+    from ..quickstart import default_config, run_quickstart
+    from .learner import print_metrics
+
+    overrides = {"train": {"steps": steps}} if steps else {}
+    total = steps or default_config()["train"]["steps"]
+    with progress_bar("training", total) as bar:
+        summary = run_quickstart(
+            out, overrides=overrides, device=device, log=info,
+            progress=lambda kind, record: bar.advance(1, status=f"loss {record.loss:.3f} {record.images_per_s:.1f} img/s"),
+            show_metrics=None if json_output else (lambda result, title: print_metrics(result, title)))
+    if json_output:
+        print_json(summary)
+        return
+    table = Table("metric (mean over methods, %)", "untrained", "trained", "ratio", title="ALADIN-NST quickstart")
+    for group, metric in (("style", "mAP"), ("style", "IR-1"), ("content", "mAP"), ("content", "IR-1")):
+        b, a = summary["before"]["mean"][group][metric], summary["after"]["mean"][group][metric]
+        table.add_row(f"{group} {metric}", f"{b:.2f}", f"{a:.2f}", f"{a / b:.2f}x" if b else "-")
+    out_console.print(table)
+    info(f"stylizers: {', '.join(summary['stylizers'])}; {summary['steps']} steps; VGG branch: {summary['vgg']}; "
+         f"{summary['seconds']:.0f} s. Written: {out / 'summary.json'}, {summary['files']['trained']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quickstart")(quickstart)

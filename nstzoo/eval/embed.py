@@ -1,0 +1,96 @@
+"""Embedding images with a trained encoder, and finding the encoder a user points at."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import WeightsError
+
+
+class _SquashedImages(Dataset):
+    def __init__(self, paths: Sequence[str | Path], size: int):
+        self.paths, self.size = [str(p) for p in paths], size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from ..data.folder import load_image
+
+        image = load_image(self.paths[index])
+        return torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
+                                               antialias=True, align_corners=False)[0]
+
+
+def input_size(model: torch.nn.Module, default: int = 256) -> int:
+    """The largest square side any branch of ``model`` looks at (images are squashed to it once)."""
+    config = getattr(model, "config", {}) or {}
+    sizes = [config[k] for k in ("vit_size", "vgg_size") if isinstance(config.get(k), int)]
+    return max(sizes) if sizes else default
+
+
+@torch.inference_mode()
+def embed_paths(model: torch.nn.Module, paths: Sequence[str | Path], *, device: str | torch.device = "cpu",
+                batch_size: int = 32, workers: int = 2, amp: bool = False, size: int | None = None,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """L2-normalised float32 embeddings ``[N, D]`` of the images at ``paths``, in order.
+
+    Images are squashed (resized without cropping) to ``size`` — by default the largest branch size
+    of the encoder, so each branch then resizes from a common square — and batched.
+    """
+    device = torch.device(device)
+    model = model.eval().to(device)
+    loader = DataLoader(_SquashedImages(paths, size or input_size(model)), batch_size=batch_size,
+                        num_workers=workers, shuffle=False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    chunks = []
+    for images in loader:
+        with autocast:
+            emb = model(images.to(device))
+        chunks.append(torch.nn.functional.normalize(emb.float(), dim=1).cpu())
+        if progress:
+            progress(len(images))
+    return torch.cat(chunks).numpy().astype(np.float32)
+
+
+def resolve_encoder(weights: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load an encoder from an exported ``.safetensors`` file or a run folder.
+
+    A run folder gives its ``encoder.safetensors`` when training finished, else its last checkpoint
+    rebuilt with the run's ``config.yaml``.
+    """
+    from ..weights import load_encoder, read_metadata
+
+    path = Path(weights)
+    if path.is_file():
+        return load_encoder(path, device=device), read_metadata(path)
+    if path.is_dir():
+        export = path / "encoder.safetensors"
+        if export.is_file():
+            return load_encoder(export, device=device), read_metadata(export)
+        if (path / "checkpoints" / "last.pt").is_file() and (path / "config.yaml").is_file():
+            model, meta = encoder_from_checkpoint(path)
+            return model.to(device), meta
+    raise WeightsError(f"no encoder at {path}: expected an exported .safetensors file or a run folder "
+                       "with encoder.safetensors or checkpoints/last.pt + config.yaml")
+
+
+def encoder_from_checkpoint(run_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a run's encoder from ``config.yaml`` and ``checkpoints/last.pt`` (eval mode, CPU)."""
+    from ..config import TrainConfig, from_dict, load_yaml
+    from ..train.trainer import CHECKPOINT, build_encoder
+
+    run_dir = Path(run_dir)
+    config = from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
+    model = build_encoder(config)
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.eval(), {"name": config.encoder.name, "step": int(state["step"]), "config": config,
+                          "source": str(run_dir / CHECKPOINT)}

@@ -1,0 +1,113 @@
+"""Build a synthetic test set on disk: S styles x C contents, stylized by each method.
+
+Every selected content is stylized with every selected style by every method (the paper: 400 x 100
+per method), written as PNG with a ``manifest.csv`` in the public format of
+:mod:`nstzoo.eval.manifest`, plus the source style and content images (the IR-k targets)::
+
+    OUT/manifest.csv
+    OUT/style/s0000.png ...           OUT/content/c0000.png ...
+    OUT/<method>/s0000_c0000.png ...
+
+Deterministic: images are chosen by a seeded draw from the sorted folder listing and centre-cropped.
+Resumable: an image already on disk is not made again (files are written atomically, so an
+interrupted build leaves no partial image); the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+from ..weights import load_stylizer
+from .manifest import ManifestRow, write_manifest
+
+
+def _choose(paths: list[Path], count: int | None, seed: int, what: str) -> list[Path]:
+    if count is None:
+        return paths
+    if count > len(paths):
+        raise DataError(f"asked for {count} {what} images but only {len(paths)} readable ones were found",
+                        hint=f"lower --{what}s or add images")
+    return sorted(random.Random(seed).sample(paths, count))
+
+
+def _readable(folder: str | Path, what: str) -> tuple[list[Path], list[tuple[Path, str]]]:
+    from ..data.folder import list_images, scan
+
+    ok, bad = scan(list_images(folder))
+    if not ok:
+        raise DataError(f"no readable {what} images in {folder}")
+    return ok, bad
+
+
+def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: str | Path, out: str | Path, *,
+                  n_styles: int | None = None, n_contents: int | None = None, size: int = 512, seed: int = 0,
+                  device: str | torch.device = "cpu", random_init: bool = False, batch_size: int = 8,
+                  progress: Callable[[int], None] | None = None,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Stylize every chosen content with every chosen style by each stylizer; returns a summary.
+
+    ``progress(n)`` is called after every ``n`` images written or found on disk.
+    """
+    from ..cli.common import save_image
+    from ..data.folder import load_image
+    from ..data.transforms import resize_crop
+
+    out = Path(out)
+    styles_ok, styles_bad = _readable(style_dir, "style")
+    contents_ok, contents_bad = _readable(content_dir, "content")
+    for path, reason in styles_bad + contents_bad:
+        log(f"skipped unreadable image {path}: {reason}")
+    styles = _choose(styles_ok, n_styles, seed, "style")
+    contents = _choose(contents_ok, n_contents, seed + 1, "content")
+    style_ids = [f"s{i:04d}" for i in range(len(styles))]
+    content_ids = [f"c{i:04d}" for i in range(len(contents))]
+
+    def prepared(path: Path) -> torch.Tensor:
+        return resize_crop(load_image(path), size, random=False)
+
+    rows: list[ManifestRow] = []
+    style_tensors, content_tensors = [], []
+    for kind, ids, paths, tensors in (("style", style_ids, styles, style_tensors),
+                                      ("content", content_ids, contents, content_tensors)):
+        for item_id, path in zip(ids, paths):
+            target = out / kind / f"{item_id}.png"
+            image = prepared(path)
+            if not target.exists():
+                save_image(image, target)
+            tensors.append(image)
+            rows.append(ManifestRow(path=f"{kind}/{item_id}.png", role=kind, method="",
+                                    style_id=item_id if kind == "style" else "",
+                                    content_id=item_id if kind == "content" else ""))
+    content_stack = torch.stack(content_tensors)
+    made = reused = 0
+    for name in stylizers:
+        model = load_stylizer(name, device=device, random_init=random_init)
+        for s_index, style_id in enumerate(style_ids):
+            targets = [out / name / f"{style_id}_{cid}.png" for cid in content_ids]
+            todo = [i for i, t in enumerate(targets) if not t.exists()]
+            reused += len(targets) - len(todo)
+            if progress and len(targets) > len(todo):
+                progress(len(targets) - len(todo))
+            for start in range(0, len(todo), batch_size):
+                index = todo[start:start + batch_size]
+                content = content_stack[index].to(device)
+                style = style_tensors[s_index][None].expand(len(index), -1, -1, -1).to(device)
+                with torch.inference_mode():
+                    result = model(content, style).float().cpu()
+                for i, image in zip(index, result):
+                    save_image(image, targets[i])
+                made += len(index)
+                if progress:
+                    progress(len(index))
+            rows.extend(ManifestRow(path=f"{name}/{style_id}_{cid}.png", role="stylized", method=name,
+                                    style_id=style_id, content_id=cid) for cid in content_ids)
+    write_manifest(out, rows)
+    return {"out": str(out), "methods": list(stylizers), "styles": len(styles), "contents": len(contents),
+            "stylized": len(stylizers) * len(styles) * len(contents), "made": made, "reused": reused,
+            "skipped_unreadable": len(styles_bad) + len(contents_bad)}
