@@ -35,3 +35,27 @@ def test_bad_yaml_file_is_named(tmp_path):
     bad.write_text("steps: [1,\n")
     with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
         build_train_config([bad])
+
+
+def test_shipped_configs_are_valid():
+    """configs/*.yaml and every ablation fragment layered on the paper config parse and validate."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paper = build_train_config([root / "paper.yaml"])
+    assert (paper.batch_size, paper.synth.size, paper.encoder.options["embed_dim"]) == (1024, 512, 1024)
+    assert paper.synth.stylizers == ["neat", "pama", "sanet"]
+    subsets = set()
+    for fragment in sorted((root / "ablations").glob("*.yaml")):
+        cfg = build_train_config([root / "paper.yaml", fragment])
+        subsets.add(tuple(cfg.synth.stylizers))
+    assert len(subsets) == 7  # every non-empty subset of {neat, pama, sanet}, as in Table 1
+
+
+def test_quickstart_config_is_valid():
+    from nstzoo.config import TrainConfig, from_dict
+    from nstzoo.quickstart import default_config
+
+    raw = default_config()
+    from_dict(TrainConfig, raw["train"]).validate()
+    assert raw["quickstart"]["test_styles"] > 0
