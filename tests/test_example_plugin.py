@@ -69,6 +69,20 @@ def test_third_party_plugin_full_weights_path(plugin_site, tmp_path):
     after = (result.mean((1, 2)) - s.mean((1, 2))).abs().sum()
     assert after < 0.8 * before
 
+    # The learner takes a third-party stylizer like a built-in one.
+    from nstzoo.data.generate import generate_folder
+
+    generate_folder("content", 4, 32, 0, tmp_path / "contents")
+    generate_folder("style", 4, 32, 1, tmp_path / "styles")
+    tiny = ["--set", "encoder.options={vit_model: vit_tiny_patch16_224, vit_size: 32, vit_kwargs: {depth: 1, "
+            "embed_dim: 32, num_heads: 2}, vgg_size: 32, embed_dim: 32, random_init: true}"]
+    trained = nstzoo(plugin_site, home, "train", "--stylizers", "colour-mix,reinhard", "--content",
+                     str(tmp_path / "contents"), "--style", str(tmp_path / "styles"), "--out", str(tmp_path / "run"),
+                     "--steps", "1", "--batch-size", "4", "--set", "synth.size=32", "--set", "data.workers=0",
+                     "--set", "amp=false", *tiny, "--json")
+    methods = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["methods"]
+    assert set(methods) == {"colour-mix", "reinhard"} and json.loads(trained.stdout)["steps"] == 1
+
 
 def test_broken_third_party_plugin_does_not_take_the_cli_down(tmp_path):
     """A distribution whose plugin raises on import: reported by `nstzoo plugins`, the rest works."""

