@@ -31,6 +31,21 @@ def test_stylizers_train_adain_then_stylize_with_the_export(capsys, tmp_path):
     assert code == 2 and "cannot be trained" in err
 
 
+@pytest.mark.parametrize("method", ["pama", "neat"])
+def test_trained_pama_and_neat_exports_stylize_through_the_cli(capsys, tmp_path, method):
+    content, style = make_images(tmp_path, count=3)
+    out = tmp_path / f"{method}-run"
+    code, _, err = run(capsys, "stylizers", "train", method, "--content", str(content), "--style", str(style),
+                       "--out", str(out), "--steps", "1", "--batch-size", "2", "--size", "32", "--random-init-vgg",
+                       "--device", "cpu")
+    assert code == 0, err
+    code, out_json, err = run(capsys, "stylize", "-s", method, "--weights", str(out / f"{method}.safetensors"),
+                              "--content", str(content / "content_00000.png"), "--style",
+                              str(style / "style_00001.png"), "-o", str(tmp_path / "o.png"), "--size", "48", "--json")
+    assert code == 0, err
+    assert json.loads(out_json)["size"] == [48, 48]
+
+
 @pytest.mark.parametrize("stylizers", ["sanet,adain,cast", "neat,pama"])
 def test_learner_runs_end_to_end_with_random_init_stylizers(capsys, tmp_path, stylizers):
     install_toy_registry()

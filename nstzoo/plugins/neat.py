@@ -142,9 +142,9 @@ class NeATStylizer(nn.Module):
 
 
 def _train(config: dict[str, Any]) -> Path:
-    from ..train.pama_neat import train_pama_neat
+    from ..train.stylizer import train_stylizer
 
-    return train_pama_neat("neat", config)
+    return train_stylizer("neat", config)
 
 
 SPEC = StylizerSpec(

@@ -183,9 +183,9 @@ def pama_training_terms(model: PAMAStylizer, loss_vgg: NormalisedVGG19, content:
 
 
 def _train(config: dict[str, Any]) -> Path:
-    from ..train.pama_neat import train_pama_neat
+    from ..train.stylizer import train_stylizer
 
-    return train_pama_neat("pama", config)
+    return train_stylizer("pama", config)
 
 
 SPEC = StylizerSpec(

@@ -1,12 +1,20 @@
-"""Train a VGG-family stylizer (AdaIN, SANet) on your own content and style folders.
+"""Train a stylizer (AdaIN, SANet, PAMA, NeAT) on your own content and style folders.
 
-One small loop serves every method: Adam over the method's trainable parts (the VGG encoder stays
-frozen), inverse learning-rate decay ``lr / (1 + lr_decay * step)`` as in the original code bases,
-an atomic checkpoint (model, optimizer, step, RNG states) that a resumed run continues from
-exactly, a ``metrics.jsonl`` log, and a final safetensors export that
-:func:`nstzoo.load_stylizer` reads (``weights=out_dir/<name>.safetensors``).
+One loop serves every method. A method brings a :class:`Recipe`: its default settings, the
+optimisers (and any extra trained modules) it needs, and its loss terms per step. The loop owns
+everything else:
 
-Losses (VGG features from a frozen normalised VGG-19 loaded from ``vgg``):
+- data: each step draws its content and style crops from generators seeded by ``(seed, step)``,
+  so a resumed run sees exactly the images an uninterrupted one would;
+- Adam with the inverse learning-rate decay ``lr / (1 + lr_decay * step)`` of the original code
+  bases, applied to every optimiser of the recipe;
+- an atomic ``checkpoint.pt`` (modules, optimisers, step, torch RNG, resume-relevant settings;
+  read back with ``weights_only=True``), a ``metrics.jsonl`` log cut back to the checkpoint's step
+  on resume, and the resolved ``config.json``;
+- a final safetensors export, ``out_dir/<method>.safetensors``, that :func:`nstzoo.load_stylizer`
+  reads (``weights=...``) with the factory options stored beside the tensors.
+
+AdaIN and SANet losses live here (VGG features from a frozen normalised VGG-19 loaded from ``vgg``):
 
 - AdaIN (Huang & Belongie 2017): ``content_weight * Lc + style_weight * Ls`` with Lc the MSE between
   the output's relu4_1 and the AdaIN target, Ls the MSE of channel means and stds over
@@ -15,7 +23,8 @@ Losses (VGG features from a frozen normalised VGG-19 loaded from ``vgg``):
   Ls over relu1_1..relu5_1, identity losses on pixels (Lid1) and features (Lid2) of the content and
   style stylised with themselves.
 
-CAST is not trainable here (GAN + contrastive training, see :mod:`nstzoo.plugins.cast`).
+PAMA and NeAT recipes are in :mod:`nstzoo.train.recipes_pama_neat`. CAST is not trainable here
+(GAN + contrastive training, see :mod:`nstzoo.plugins.cast`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +46,89 @@ from ..errors import ConfigError, DataError
 from ..nn.checkpoints import read_official_state
 from ..nn.stats import adain, mean_std, mean_variance_norm
 from ..nn.vgg import TAPS, NormalisedVGG19, random_official_vgg_state, select_vgg_keys
+from ..specs import StylizerSpec
 from ..weights import atomic_write, read_checkpoint, save_safetensors
 
 LAYERS = list(TAPS)  # relu1_1 .. relu5_1
 REQUIRED = ("content_dir", "style_dir", "out_dir")
+# Settings every method understands; a recipe may change these defaults and add its own keys.
 DEFAULTS: dict[str, Any] = {
-    "steps": 160_000, "batch_size": 8, "size": 256, "load_size": None, "lr": 1e-4, "lr_decay": 5e-5,
+    "steps": 1000, "batch_size": 4, "size": 256, "load_size": None, "lr": 1e-4, "lr_decay": 5e-5,
     "vgg": None, "random_init_vgg": False, "resume": False, "seed": 0, "device": "cpu",
-    "checkpoint_every": 1000, "content_weight": 1.0, "style_weight": None,
+    "checkpoint_every": 500, "options": {},
 }
-# Fields a resumed run must share with the checkpoint (steps may grow, the device may change).
-RESUME_KEYS = ("method", "batch_size", "size", "load_size", "lr", "lr_decay", "seed", "content_weight", "style_weight")
+# Settings a resumed run may change; every other one must equal the checkpoint's, since it shapes
+# the model, the data or the losses (steps may grow, files may move, the device may change).
+MAY_CHANGE_ON_RESUME = frozenset({"steps", "checkpoint_every", "resume", "device", "out_dir", "content_dir",
+                                  "style_dir", "vgg", "random_init_vgg"})
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
 
+# ----------------------------------------------------------------------------- the recipe interface
+@dataclass
+class TrainParts:
+    """What a run trains and consults, as a recipe builds it.
+
+    ``optimizers`` maps the name of a loss term to the optimiser that minimises it; each step they
+    are stepped in this order on the terms the recipe's ``losses`` returned ("total" first; NeAT
+    adds "discriminator"). Each of those terms needs its own autograd graph (share only detached
+    tensors), because one term's backward frees its graph.
+    ``modules`` holds further modules the losses use (NeAT's projection heads and discriminator,
+    PAMA's colour histogram); they are saved in checkpoints with the model.
+    """
+
+    model: nn.Module
+    loss_vgg: NormalisedVGG19
+    optimizers: dict[str, torch.optim.Optimizer]
+    modules: dict[str, nn.Module] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one method trains in the shared loop.
+
+    Attributes:
+        spec: returns the plugin's :class:`StylizerSpec` (its ``factory`` builds the model from
+            ``options``, its ``default_options`` complete the exported config). A function, because
+            the plugins import this module lazily and it must not import them at load time.
+        build: ``(model, loss_vgg, cfg) -> TrainParts`` with the optimisers; the model arrives
+            seeded, on the device, with its VGG encoder loaded and frozen.
+        losses: ``(parts, cfg, content, style, step) -> {name: scalar}`` for crops ``[B,3,size,size]``
+            in [0, 1]; must hold a key per optimiser (at least ``"total"``); everything is logged.
+        defaults: the method's own keys, and its defaults for shared ones.
+        load_scale: when ``load_size`` is unset, the shorter side before cropping is
+            ``load_scale * size``.
+        check: optional validation of the resolved config; raises :class:`ConfigError`.
+    """
+
+    spec: Callable[[], StylizerSpec]
+    build: Callable[[nn.Module, NormalisedVGG19, dict[str, Any]], TrainParts]
+    losses: Callable[[TrainParts, dict[str, Any], Tensor, Tensor, int], dict[str, Tensor]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    load_scale: int = 1
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+def adam(params: Any, cfg: dict[str, Any], **kwargs: Any) -> torch.optim.Adam:
+    """Adam at the configured learning rate (the loop decays it every step)."""
+    return torch.optim.Adam(params, lr=cfg["lr"], **kwargs)
+
+
+def build_generator_only(model: nn.Module, loss_vgg: NormalisedVGG19, cfg: dict[str, Any]) -> TrainParts:
+    """One Adam over every parameter of the model that is not frozen (all but the VGG encoder)."""
+    return TrainParts(model, loss_vgg, {"total": adam([p for p in model.parameters() if p.requires_grad], cfg)})
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """A generator that depends only on (seed, step, stream): resuming replays the same draws.
+
+    Streams in use: 0 content crops, 1 style crops, 2 NeAT's blur strengths.
+    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 8 + stream)
+
+
+# ----------------------------------------------------------------------------- AdaIN and SANet
 def _mse(a: Tensor, b: Tensor) -> Tensor:
     return F.mse_loss(a, b)
 
@@ -63,9 +141,10 @@ def _style_loss(feats: list[Tensor], targets: list[Tensor]) -> Tensor:
     return loss
 
 
-def adain_losses(model: nn.Module, vgg: NormalisedVGG19, content: Tensor, style: Tensor,
-                 cfg: dict[str, Any]) -> dict[str, Tensor]:
+def adain_losses(parts: TrainParts, cfg: dict[str, Any], content: Tensor, style: Tensor,
+                 step: int) -> dict[str, Tensor]:
     """AdaIN losses for a batch of crops in [0, 1]; returns named scalars including ``total``."""
+    model, vgg = parts.model, parts.loss_vgg
     layers = LAYERS[:4]
     style_feats = vgg.taps(style, layers)
     target = adain(vgg.taps(content, ["relu4_1"])[0], style_feats[-1])
@@ -76,9 +155,10 @@ def adain_losses(model: nn.Module, vgg: NormalisedVGG19, content: Tensor, style:
     return {"content": content_loss, "style": style_loss, "total": total}
 
 
-def sanet_losses(model: nn.Module, vgg: NormalisedVGG19, content: Tensor, style: Tensor,
-                 cfg: dict[str, Any]) -> dict[str, Tensor]:
+def sanet_losses(parts: TrainParts, cfg: dict[str, Any], content: Tensor, style: Tensor,
+                 step: int) -> dict[str, Tensor]:
     """SANet losses (1 Lc + 3 Ls + 50 Lid1 + 1 Lid2, content weight scaling Lc)."""
+    model, vgg = parts.model, parts.loss_vgg
     content_feats, style_feats = vgg.taps(content, LAYERS), vgg.taps(style, LAYERS)
 
     def decode(c: list[Tensor], s: list[Tensor]) -> Tensor:
@@ -97,74 +177,118 @@ def sanet_losses(model: nn.Module, vgg: NormalisedVGG19, content: Tensor, style:
             "total": total}
 
 
-METHODS: dict[str, tuple[Callable[..., dict[str, Tensor]], tuple[str, ...], float]] = {
-    # method -> (losses, trainable sub-modules, default style weight)
-    "adain": (adain_losses, ("decoder",), 10.0),
-    "sanet": (sanet_losses, ("decoder", "transform"), 3.0),
-}
+def _adain_spec() -> StylizerSpec:
+    from ..plugins.adain import SPEC
+
+    return SPEC
 
 
-def _build(method: str) -> nn.Module:
-    if method == "adain":
-        from ..plugins.adain import AdaINStylizer
+def _sanet_spec() -> StylizerSpec:
+    from ..plugins.sanet import SPEC
 
-        return AdaINStylizer()
-    from ..plugins.sanet import SANetStylizer
-
-    return SANetStylizer()
+    return SPEC
 
 
+# The original scripts resize the shorter side to 512 and crop 256: load_scale 2.
+_VGG_DEFAULTS = {"steps": 160_000, "batch_size": 8, "checkpoint_every": 1000, "content_weight": 1.0}
+ADAIN = Recipe(spec=_adain_spec, build=build_generator_only, losses=adain_losses,
+               defaults={**_VGG_DEFAULTS, "style_weight": 10.0}, load_scale=2)
+SANET = Recipe(spec=_sanet_spec, build=build_generator_only, losses=sanet_losses,
+               defaults={**_VGG_DEFAULTS, "style_weight": 3.0}, load_scale=2)
+
+
+def recipes() -> dict[str, Recipe]:
+    """Every trainable method's recipe, by stylizer name."""
+    from .recipes_pama_neat import NEAT, PAMA
+
+    return {"adain": ADAIN, "sanet": SANET, "pama": PAMA, "neat": NEAT}
+
+
+# ----------------------------------------------------------------------------- config
 def resolve_config(method: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled in and values checked; a bad key or value is a :class:`ConfigError` naming it."""
-    if method not in METHODS:
-        raise ConfigError(f"stylizer {method!r} cannot be trained here; trainable: {', '.join(METHODS)}")
-    unknown = sorted(set(config) - set(DEFAULTS) - set(REQUIRED))
+    """Defaults filled in and values checked; a bad key or value is a :class:`ConfigError` naming it.
+
+    A value of ``None`` means "the default" (the CLI passes unset options as ``None``).
+    """
+    known_recipes = recipes()
+    if method not in known_recipes:
+        raise ConfigError(f"stylizer {method!r} cannot be trained here; trainable: {', '.join(known_recipes)}")
+    recipe = known_recipes[method]
+    defaults = {**DEFAULTS, **recipe.defaults}
+    unknown = sorted(set(config) - set(defaults) - set(REQUIRED))
     if unknown:
-        raise ConfigError(f"unknown training option(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(sorted([*REQUIRED, *DEFAULTS]))}")
+        raise ConfigError(f"{method} training: unknown option(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted([*REQUIRED, *defaults]))}")
     missing = [k for k in REQUIRED if config.get(k) in (None, "")]
     if missing:
-        raise ConfigError(f"training option(s) {', '.join(missing)} must be set")
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k not in DEFAULTS}}
+        raise ConfigError(f"{method} training: option(s) {', '.join(missing)} must be set")
+    cfg = {**defaults, **{k: v for k, v in config.items() if v is not None or k not in defaults}}
     for key in ("content_dir", "style_dir", "out_dir", "vgg"):
         cfg[key] = None if cfg[key] is None else str(cfg[key])
     for key in ("steps", "batch_size", "size", "checkpoint_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"training option {key} must be a positive integer, got {cfg[key]!r}")
+            raise ConfigError(f"{method} training: {key} must be a positive integer, got {cfg[key]!r}")
     if cfg["size"] % 16:
-        raise ConfigError(f"training option size must be a multiple of 16, got {cfg['size']}")
-    cfg["load_size"] = int(cfg["load_size"] or 2 * cfg["size"])
+        raise ConfigError(f"{method} training: size must be a multiple of 16, got {cfg['size']}")
+    cfg["load_size"] = int(cfg["load_size"] or recipe.load_scale * cfg["size"])
     if cfg["load_size"] < cfg["size"]:
-        raise ConfigError(f"training option load_size ({cfg['load_size']}) must be >= size ({cfg['size']})")
-    if not (isinstance(cfg["lr"], (int, float)) and cfg["lr"] > 0):
-        raise ConfigError(f"training option lr must be > 0, got {cfg['lr']!r}")
-    cfg["style_weight"] = float(METHODS[method][2] if cfg["style_weight"] is None else cfg["style_weight"])
+        raise ConfigError(f"{method} training: load_size ({cfg['load_size']}) must be >= size ({cfg['size']})")
+    try:  # YAML reads "1e-4" (no dot) as a string
+        cfg["lr"] = float(cfg["lr"])
+    except (TypeError, ValueError):
+        cfg["lr"] = math.nan
+    if not cfg["lr"] > 0:
+        raise ConfigError(f"{method} training: lr must be a number > 0, got {config.get('lr')!r}")
+    if not isinstance(cfg["options"], dict):
+        raise ConfigError(f"{method} training: options must be a mapping of factory options, got {cfg['options']!r}")
     if cfg["vgg"] is None and not cfg["random_init_vgg"]:
-        raise ConfigError("training needs the normalised VGG-19 for its losses: set vgg to vgg_normalised.pth",
+        raise ConfigError(f"{method} training needs the normalised VGG-19 for its losses: "
+                          "set vgg to vgg_normalised.pth",
                           hint="or set random_init_vgg for a pipeline test (the result will not stylise well)")
+    if recipe.check is not None:
+        recipe.check(cfg)
     cfg["method"] = method
     return cfg
 
 
-def _load_vgg_state(cfg: dict[str, Any]) -> dict[str, Tensor]:
-    if cfg["vgg"] is not None:
-        return select_vgg_keys(read_official_state(Path(cfg["vgg"])), upto="relu5_1", source=cfg["vgg"])
-    full = random_official_vgg_state(torch.Generator().manual_seed(cfg["seed"]))
-    return select_vgg_keys(full, upto="relu5_1", source="random VGG")
-
-
-class _CropSampler:
-    """Random images from a folder as ``[B,3,size,size]`` crops in [0, 1], driven by one generator.
+# ----------------------------------------------------------------------------- data
+class _StepSampler:
+    """Batches ``[B,3,size,size]`` in [0, 1] of random crops from one folder, drawn per (seed, step).
 
     Shorter side resized to ``load_size`` then a random crop, as in the original training scripts.
-    An unreadable file is warned about once and another one is drawn, so the draws (and therefore a
-    resumed run) do not depend on which files were already known to be bad.
+    A batch holds distinct images when the folder has enough (a contrastive "negative" must not
+    be its anchor). An unreadable file is warned about once and another one is drawn from the same
+    generator, so the draws (and therefore a resumed run) do not depend on which files were
+    already known to be bad.
     """
 
-    def __init__(self, root: str, size: int, load_size: int):
+    def __init__(self, root: str, stream: int, cfg: dict[str, Any]):
         self.paths = list_images(root)
-        self.size, self.load_size = size, load_size
+        self.stream, self.seed = stream, cfg["seed"]
+        self.batch_size, self.size, self.load_size = cfg["batch_size"], cfg["size"], cfg["load_size"]
         self.bad: set[Path] = set()
+
+    def batch(self, step: int) -> Tensor:
+        generator = step_generator(self.seed, step, self.stream)
+        count = len(self.paths)
+        if count >= self.batch_size:
+            picks = torch.randperm(count, generator=generator)[: self.batch_size].tolist()
+        else:
+            picks = torch.randint(count, (self.batch_size,), generator=generator).tolist()
+        return torch.stack([self._crop(self._load(index, generator), generator) for index in picks])
+
+    def _load(self, index: int, generator: torch.Generator) -> Tensor:
+        for _attempt in range(max(16, 4 * len(self.paths))):
+            path = self.paths[index]
+            try:
+                return load_image(path)
+            except DataError as exc:
+                if path not in self.bad:
+                    self.bad.add(path)
+                    warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=3)
+            index = int(torch.randint(len(self.paths), (1,), generator=generator))
+        raise DataError(f"no readable image found in {len(self.paths)} file(s) under "
+                        f"{self.paths[0].parent}; {len(self.bad)} could not be decoded")
 
     def _crop(self, image: Tensor, generator: torch.Generator) -> Tensor:
         h, w = image.shape[-2:]
@@ -175,48 +299,64 @@ class _CropSampler:
         left = int(torch.randint(wr - self.size + 1, (1,), generator=generator))
         return image[:, top:top + self.size, left:left + self.size].clamp(0, 1)
 
-    def batch(self, n: int, generator: torch.Generator) -> Tensor:
-        crops = []
-        for _ in range(n):
-            for _attempt in range(max(16, 4 * len(self.paths))):
-                path = self.paths[int(torch.randint(len(self.paths), (1,), generator=generator))]
-                try:
-                    image = load_image(path)
-                except DataError as exc:
-                    if path not in self.bad:
-                        self.bad.add(path)
-                        warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=2)
-                    continue
-                crops.append(self._crop(image, generator))
-                break
-            else:
-                raise DataError(f"no readable image found in {len(self.paths)} file(s) under "
-                                f"{self.paths[0].parent}; {len(self.bad)} could not be decoded")
-        return torch.stack(crops)
+
+# ----------------------------------------------------------------------------- building
+def _load_vgg_state(cfg: dict[str, Any]) -> dict[str, Tensor]:
+    if cfg["vgg"] is not None:
+        return select_vgg_keys(read_official_state(Path(cfg["vgg"])), upto="relu5_1", source=cfg["vgg"])
+    # He-scaled random weights keep deep features alive (PyTorch's default init shrinks them
+    # towards zero by relu5_1), so every loss term carries signal in pipeline tests.
+    full = random_official_vgg_state(torch.Generator().manual_seed(cfg["seed"]))
+    return select_vgg_keys(full, upto="relu5_1", source="random VGG")
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                     generator: torch.Generator, cfg: dict[str, Any]) -> None:
+def _build(recipe: Recipe, cfg: dict[str, Any], device: torch.device) -> TrainParts:
+    """The recipe's parts around a seeded model whose VGG encoder is the loss network's first slots."""
+    torch.manual_seed(cfg["seed"])
+    vgg_state = _load_vgg_state(cfg)
+    loss_vgg = NormalisedVGG19("relu5_1")
+    loss_vgg.load_state_dict(vgg_state)
+    loss_vgg.to(device).eval().requires_grad_(False)
+    try:
+        model = recipe.spec().factory(**cfg["options"])
+    except TypeError as exc:
+        raise ConfigError(f"{cfg['method']} training: bad options {cfg['options']!r} ({exc})") from exc
+    model.encoder.load_state_dict({k: v for k, v in vgg_state.items() if int(k.split(".")[0]) < len(model.encoder)})
+    model.encoder.requires_grad_(False)
+    return recipe.build(model.to(device), loss_vgg, cfg)
+
+
+# ----------------------------------------------------------------------------- checkpoints and log
+def _resume_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in MAY_CHANGE_ON_RESUME}
+
+
+def _save_checkpoint(path: Path, parts: TrainParts, step: int, cfg: dict[str, Any]) -> None:
     state = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-        "torch_rng": torch.get_rng_state(), "data_rng": generator.get_state(),
-        "config": {k: cfg[k] for k in RESUME_KEYS},
+        "step": step, "config": _resume_config(cfg), "torch_rng": torch.get_rng_state(),
+        "modules": {name: module.state_dict() for name, module in {"model": parts.model, **parts.modules}.items()},
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in parts.optimizers.items()},
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-            cfg: dict[str, Any]) -> int:
-    saved = read_checkpoint(path)
-    differing = [f"{k}: checkpoint {saved['config'].get(k)!r} != now {cfg[k]!r}"
-                 for k in RESUME_KEYS if saved["config"].get(k) != cfg[k]]
+def _resume(path: Path, parts: TrainParts, cfg: dict[str, Any]) -> int:
+    """Restore ``parts`` and the torch RNG from ``path``; returns the step to continue from."""
+    saved = read_checkpoint(path)  # weights_only=True
+    if not isinstance(saved, dict) or "config" not in saved:
+        raise ConfigError(f"{path}: not a checkpoint of this training loop (an older nstzoo wrote it?)",
+                          hint="use a new out_dir")
+    now, then = _resume_config(cfg), saved["config"]
+    differing = [f"{k}: checkpoint {then.get(k)!r} != now {now.get(k)!r}"
+                 for k in sorted(set(now) | set(then)) if then.get(k) != now.get(k)]
     if differing:
         raise ConfigError(f"{path}: cannot resume a run with different settings ({'; '.join(differing)})",
                           hint="use a new out_dir, or the original settings")
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
+    for name, module in {"model": parts.model, **parts.modules}.items():
+        module.load_state_dict(saved["modules"][name])
+    for name, optimizer in parts.optimizers.items():
+        optimizer.load_state_dict(saved["optimizers"][name])
     torch.set_rng_state(saved["torch_rng"])
-    generator.set_state(saved["data_rng"])
     return int(saved["step"])
 
 
@@ -228,70 +368,64 @@ def _trim_metrics(path: Path, step: int) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
 
+# ----------------------------------------------------------------------------- the loop
 def train_stylizer(method: str, config: dict[str, Any]) -> Path:
-    """Train ``method`` ("adain" or "sanet") and export its weights; returns the safetensors path.
+    """Train ``method`` (a key of :func:`recipes`) and export its weights; returns the safetensors path.
 
     Config keys: content_dir, style_dir, out_dir (required); steps, batch_size, size (crop side,
-    multiple of 16), load_size (shorter side before cropping, default 2*size), lr, lr_decay, vgg
-    (path to vgg_normalised.pth), random_init_vgg (tests only), resume, seed, device,
-    checkpoint_every, content_weight, style_weight (default: the method's).
+    multiple of 16), load_size (shorter side before cropping; default size, or 2*size for AdaIN
+    and SANet), lr, lr_decay, vgg (path to vgg_normalised.pth or a safetensors copy),
+    random_init_vgg (pipeline tests only), resume, seed, device, checkpoint_every, options (factory
+    options of the stylizer); plus the method's own keys (AdaIN/SANet: content_weight,
+    style_weight; PAMA: color; NeAT: blur, blur_sigma_max, patch_size, patches, weights).
+    Defaults differ per method: AdaIN/SANet follow their papers' schedules (160k steps, batch 8,
+    resume off), PAMA/NeAT are set for short runs (1000 steps, batch 4, resume on).
     """
     cfg = resolve_config(method, config)
-    losses_fn, trainable, _ = METHODS[method]
+    recipe = recipes()[method]
     out_dir = Path(cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg["device"])
-    torch.manual_seed(cfg["seed"])
-
-    vgg_state = _load_vgg_state(cfg)
-    loss_vgg = NormalisedVGG19("relu5_1")
-    loss_vgg.load_state_dict(vgg_state)
-    loss_vgg.to(device).eval().requires_grad_(False)
-    model = _build(method)
-    model.encoder.load_state_dict({k: v for k, v in vgg_state.items() if int(k.split(".")[0]) < len(model.encoder)})
-    model.to(device).requires_grad_(False)
-    params = [p for name in trainable for p in getattr(model, name).parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=cfg["lr"])
-    generator = torch.Generator().manual_seed(cfg["seed"])
-    contents = _CropSampler(cfg["content_dir"], cfg["size"], cfg["load_size"])
-    styles = _CropSampler(cfg["style_dir"], cfg["size"], cfg["load_size"])
+    parts = _build(recipe, cfg, device)
+    contents, styles = _StepSampler(cfg["content_dir"], 0, cfg), _StepSampler(cfg["style_dir"], 1, cfg)
 
     checkpoint, metrics = out_dir / CHECKPOINT, out_dir / METRICS
     step = 0
     if cfg["resume"] and checkpoint.is_file():
-        step = _resume(checkpoint, model, optimizer, generator, cfg)
+        step = _resume(checkpoint, parts, cfg)
         _trim_metrics(metrics, step)
     elif metrics.exists():
         metrics.unlink()
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    atomic_write(out_dir / "config.json",
+                 lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2, sort_keys=True)))
 
-    model.train()
+    parts.model.train()
     with metrics.open("a") as log:
         while step < cfg["steps"]:
             lr = cfg["lr"] / (1.0 + cfg["lr_decay"] * step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            content = contents.batch(cfg["batch_size"], generator).to(device)
-            style = styles.batch(cfg["batch_size"], generator).to(device)
-            losses = losses_fn(model, loss_vgg, content, style, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
+            for optimizer in parts.optimizers.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            content, style = contents.batch(step).to(device), styles.batch(step).to(device)
+            losses = recipe.losses(parts, cfg, content, style, step)
+            for name, optimizer in parts.optimizers.items():
+                optimizer.zero_grad(set_to_none=True)
+                losses[name].backward()
+                optimizer.step()
             step += 1
             record = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
-            if not math.isfinite(record["total"]):
+            if not all(math.isfinite(v) for v in record.values()):
                 raise FloatingPointError(f"{method} training diverged at step {step}: {record}")
             log.write(json.dumps(record) + "\n")
             log.flush()
             if step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]:
-                _save_checkpoint(checkpoint, model, optimizer, step, generator, cfg)
+                _save_checkpoint(checkpoint, parts, step, cfg)
 
-    model.eval()
-    options = {"alpha": model.alpha} if method == "adain" else {"max_tokens": model.max_tokens}
-    return save_safetensors(out_dir / f"{method}.safetensors", model.state_dict(), kind="stylizer", name=method,
-                            config=options)
+    parts.model.eval()
+    options = {**recipe.spec().default_options, **cfg["options"]}
+    return save_safetensors(out_dir / f"{method}.safetensors", parts.model.state_dict(), kind="stylizer",
+                            name=method, config=options)
 
 
-__all__ = ["train_stylizer", "resolve_config", "adain_losses", "sanet_losses", "METHODS"]
+__all__ = ["train_stylizer", "resolve_config", "recipes", "Recipe", "TrainParts", "adam", "build_generator_only",
+           "step_generator", "adain_losses", "sanet_losses", "ADAIN", "SANET"]
