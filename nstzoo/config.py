@@ -22,6 +22,9 @@ import yaml
 
 from .errors import ConfigError
 
+if typing.TYPE_CHECKING:  # pragma: no cover
+    import torch
+
 
 @dataclass
 class DataConfig:
@@ -254,3 +257,18 @@ def get_path(data: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+def resolve_device(name: str | None) -> "torch.device":
+    """``auto`` (or None/empty) -> CUDA when available, else CPU; any other name is validated."""
+    import torch
+
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid device {name!r}: {exc}", hint="use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available", hint="use --device cpu")
+    return device

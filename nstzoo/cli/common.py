@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import ConfigError, DataError
+from ..config import resolve_device  # noqa: F401 - re-exported for the command modules
+from ..errors import DataError
 
 # Messages and progress go to stderr so stdout stays machine-readable (--json, paths).
 err_console = Console(stderr=True)
@@ -47,23 +48,6 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         yield Handle()
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` (or None) -> CUDA when available, else CPU; anything else is validated."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid --device {name!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r} requested but CUDA is not available", hint="use --device cpu")
-    return device
-
-
-def parse_names(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
-
-
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write ``[3,H,W]`` in [0, 1] as PNG or JPEG (by extension), atomically."""
     from torchvision.io import encode_jpeg, encode_png
@@ -84,7 +68,3 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
         Path(tmp).write_bytes(data.numpy().tobytes())
 
     return atomic_write(path, write)
-
-
-def as_list(items: Iterable[Any]) -> list[Any]:
-    return list(items)

@@ -7,7 +7,6 @@ added to the variance before the square root.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

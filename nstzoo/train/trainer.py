@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from .. import __version__
-from ..config import RESUME_KEYS, TrainConfig, get_path, to_dict
+from ..config import RESUME_KEYS, TrainConfig, get_path, resolve_device, to_dict
 from ..errors import ConfigError, DataError, NstzooError
 from ..registry import get_registry
 from ..synth import BatchSynthesizer, encoder_batch, method_histogram
@@ -76,15 +76,6 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available", hint="use --device cpu")
-    return device
 
 
 def collect_images(folders: list[str], what: str, extra: list[Path] = ()) -> list[Path]:
