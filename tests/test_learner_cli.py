@@ -31,6 +31,10 @@ def test_testset_train_export_eval_embed_round_trip(capsys, tmp_path):
                        "--style", str(style), "--out", str(testset), "--styles", "3", "--contents", "2",
                        "--size", "32", "--json")
     assert (json.loads(out)["made"], json.loads(out)["reused"]) == (1, 11)
+    # Other settings into the same folder would mix stale images with new ones: refused.
+    code, _, err = run(capsys, "testset", "build", "--stylizers", "reinhard", "--content", str(content),
+                       "--style", str(style), "--out", str(testset), "--styles", "3", "--contents", "2", "--size", "40")
+    assert code == 2 and "built with other size" in err
 
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, "train", "--stylizers", "reinhard,patch-wct", "--encoder", "toy", "--content",

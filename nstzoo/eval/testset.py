@@ -10,11 +10,14 @@ per method), written as PNG with a ``manifest.csv`` in the public format of
 
 Deterministic: images are chosen by a seeded draw from the sorted folder listing and centre-cropped.
 Resumable: an image already on disk is not made again (files are written atomically, so an
-interrupted build leaves no partial image); the manifest is written last.
+interrupted build leaves no partial image); the manifest is written last. ``build.json`` records
+what the images were made from (sources, size, seed) so that a resumed build with other settings,
+whose files would share names with stale images, is refused instead of mixing the two.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +37,20 @@ def _choose(paths: list[Path], count: int | None, seed: int, what: str) -> list[
         raise DataError(f"asked for {count} {what} images but only {len(paths)} readable ones were found",
                         hint=f"lower --{what}s or add images")
     return sorted(random.Random(seed).sample(paths, count))
+
+
+def _check_or_record_build(out: Path, params: dict[str, Any]) -> None:
+    from ..weights import atomic_write
+
+    record = out / "build.json"
+    if record.is_file():
+        previous = json.loads(record.read_text())
+        changed = [k for k in params if previous.get(k) != params[k]]
+        if changed:
+            raise DataError(f"{out} holds a test set built with other {', '.join(changed)}; resuming would mix "
+                            "images made from different sources", hint="choose another --out, or delete that folder")
+        return
+    atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(params, indent=1)))
 
 
 def _readable(folder: str | Path, what: str) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -65,6 +82,8 @@ def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: 
         log(f"skipped unreadable image {path}: {reason}")
     styles = _choose(styles_ok, n_styles, seed, "style")
     contents = _choose(contents_ok, n_contents, seed + 1, "content")
+    _check_or_record_build(out, {"size": size, "styles": [str(p) for p in styles],
+                                 "contents": [str(p) for p in contents]})
     style_ids = [f"s{i:04d}" for i in range(len(styles))]
     content_ids = [f"c{i:04d}" for i in range(len(contents))]
 
