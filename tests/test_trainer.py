@@ -100,3 +100,19 @@ def test_checkpoint_is_atomic(tmp_path, images, monkeypatch):
         trainer.save_checkpoint(99)
     assert (tmp_path / "run" / CHECKPOINT).read_bytes() == before
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["last.pt"]
+
+
+def test_corrupt_training_images_are_skipped_and_counted(tmp_path, images):
+    import shutil
+
+    content, style = images
+    small = tmp_path / "small_content"  # 2 good + 1 broken: each step's draw of 4 covers all three
+    small.mkdir()
+    for name in ("content_00000.png", "content_00001.png"):
+        shutil.copy(content / name, small / name)
+    (small / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        Trainer(config(tmp_path, (small, style), steps=2), log=lambda m: None).run()
+    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] >= 1 for r in records] == [True, True]
+    assert all(sum(r["methods"].values()) == 4 for r in records)  # the batch was refilled, not shrunk
