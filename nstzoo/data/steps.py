@@ -17,19 +17,54 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from .folder import load_image
-from .transforms import resize_crop
+from .transforms import random_crop, resize_shorter
 
 # Give up on a step after this many unreadable files: the folder is mostly broken.
 MAX_SKIPS_PER_STEP = 64
 
 
-def _distinct_draw(n_items: int, count: int, generator: torch.Generator) -> torch.Tensor:
+def distinct_draw(n_items: int, count: int, generator: torch.Generator) -> torch.Tensor:
     """``count`` indices into ``n_items``, without repeats while possible (concatenated permutations)."""
     chunks, have = [], 0
     while have < count:
         chunks.append(torch.randperm(n_items, generator=generator))
         have += n_items
     return torch.cat(chunks)[:count]
+
+
+def load_random_crops(paths: Sequence[str | Path], indices: torch.Tensor, size: int, generator: torch.Generator,
+                      skipped: list[str], *, load_size: int | None = None,
+                      warned: set[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode ``paths[indices]`` and take a random ``size x size`` crop of each.
+
+    The shorter side is first resized to ``load_size`` (default ``size``: the crop then keeps the
+    whole shorter side). An unreadable file is appended to ``skipped``, warned about (once per file
+    when a ``warned`` set is given), and replaced by another draw from ``generator``, so the result
+    still has ``len(indices)`` images and depends only on the generator's seed.
+
+    Returns:
+        ``images [N,3,size,size]`` in [0, 1] and the indices actually used ``[N]`` (int64).
+    """
+    images, kept = [], []
+    for index in indices.tolist():
+        while True:
+            path = str(paths[index])
+            try:
+                image = load_image(path)
+                break
+            except DataError as err:
+                skipped.append(path)
+                if warned is None or path not in warned:
+                    if warned is not None:
+                        warned.add(path)
+                    warnings.warn(f"skipping unreadable image: {err.message}", RuntimeWarning, stacklevel=2)
+                if len(skipped) > MAX_SKIPS_PER_STEP:
+                    raise DataError(f"more than {MAX_SKIPS_PER_STEP} unreadable images in one step (last: {path}); "
+                                    "check the image folders") from None
+                index = int(torch.randint(len(paths), (1,), generator=generator))
+        images.append(random_crop(resize_shorter(image, load_size or size), size, generator))
+        kept.append(index)
+    return torch.stack(images).clamp(0, 1), torch.tensor(kept, dtype=torch.int64)
 
 
 class StepBatches(Dataset):
@@ -53,42 +88,18 @@ class StepBatches(Dataset):
     def __len__(self) -> int:  # steps are unbounded; the sampler decides which are read
         return 2**62
 
-    def _load(self, paths: list[str], index: int, generator: torch.Generator, skipped: list[str]) -> torch.Tensor | None:
-        try:
-            image = load_image(paths[index])
-        except DataError as err:
-            skipped.append(paths[index])
-            warnings.warn(f"skipping unreadable image: {err.message}", RuntimeWarning, stacklevel=2)
-            return None
-        return resize_crop(image, self.size, random=True, generator=generator)
-
-    def _take(self, paths: list[str], indices: torch.Tensor, generator: torch.Generator,
-              skipped: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, kept = [], []
-        for index in indices.tolist():
-            image = self._load(paths, index, generator, skipped)
-            while image is None:
-                if len(skipped) > MAX_SKIPS_PER_STEP:
-                    raise DataError(f"more than {MAX_SKIPS_PER_STEP} unreadable images in one step "
-                                    f"(last: {skipped[-1]}); check the image folders")
-                index = int(torch.randint(len(paths), (1,), generator=generator))
-                image = self._load(paths, index, generator, skipped)
-            images.append(image)
-            kept.append(index)
-        return torch.stack(images), torch.tensor(kept, dtype=torch.int64)
-
     def __getitem__(self, step: int) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(self.seed * 2_654_435_761 % (2**63) + step)
         b = self.batch_size
-        content_idx = _distinct_draw(len(self.contents), b, generator)
+        content_idx = distinct_draw(len(self.contents), b, generator)
         # The two contents of one style must differ, or the positive pair would share content too.
         pairs = content_idx.view(-1, 2)
         same = pairs[:, 0] == pairs[:, 1]
         pairs[same, 1] = (pairs[same, 1] + 1) % len(self.contents)
-        style_idx = _distinct_draw(len(self.styles), b // 2, generator)
+        style_idx = distinct_draw(len(self.styles), b // 2, generator)
         skipped: list[str] = []
-        contents, content_ids = self._take(self.contents, pairs.flatten(), generator, skipped)
-        styles, style_ids = self._take(self.styles, style_idx, generator, skipped)
+        contents, content_ids = load_random_crops(self.contents, pairs.flatten(), self.size, generator, skipped)
+        styles, style_ids = load_random_crops(self.styles, style_idx, self.size, generator, skipped)
         return {"step": step, "contents": contents, "content_ids": content_ids, "styles": styles,
                 "style_ids": style_ids, "skipped": skipped}
 

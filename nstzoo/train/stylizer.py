@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.folder import list_images, load_image
-from ..errors import ConfigError, DataError
+from ..data.folder import list_images
+from ..data.steps import distinct_draw, load_random_crops
+from ..errors import ConfigError
 from ..nn.checkpoints import read_official_state
 from ..nn.stats import adain, mean_std, mean_variance_norm
 from ..nn.vgg import TAPS, NormalisedVGG19, random_official_vgg_state, select_vgg_keys
@@ -256,48 +256,22 @@ class _StepSampler:
     """Batches ``[B,3,size,size]`` in [0, 1] of random crops from one folder, drawn per (seed, step).
 
     Shorter side resized to ``load_size`` then a random crop, as in the original training scripts.
-    A batch holds distinct images when the folder has enough (a contrastive "negative" must not
-    be its anchor). An unreadable file is warned about once and another one is drawn from the same
-    generator, so the draws (and therefore a resumed run) do not depend on which files were
-    already known to be bad.
+    A batch holds distinct images when the folder has enough (a contrastive "negative" must not be
+    its anchor); unreadable files are skipped and redrawn (:func:`nstzoo.data.steps.load_random_crops`).
     """
 
     def __init__(self, root: str, stream: int, cfg: dict[str, Any]):
         self.paths = list_images(root)
         self.stream, self.seed = stream, cfg["seed"]
         self.batch_size, self.size, self.load_size = cfg["batch_size"], cfg["size"], cfg["load_size"]
-        self.bad: set[Path] = set()
+        self.warned: set[str] = set()
 
     def batch(self, step: int) -> Tensor:
         generator = step_generator(self.seed, step, self.stream)
-        count = len(self.paths)
-        if count >= self.batch_size:
-            picks = torch.randperm(count, generator=generator)[: self.batch_size].tolist()
-        else:
-            picks = torch.randint(count, (self.batch_size,), generator=generator).tolist()
-        return torch.stack([self._crop(self._load(index, generator), generator) for index in picks])
-
-    def _load(self, index: int, generator: torch.Generator) -> Tensor:
-        for _attempt in range(max(16, 4 * len(self.paths))):
-            path = self.paths[index]
-            try:
-                return load_image(path)
-            except DataError as exc:
-                if path not in self.bad:
-                    self.bad.add(path)
-                    warnings.warn(f"skipping unreadable training image: {exc}", stacklevel=3)
-            index = int(torch.randint(len(self.paths), (1,), generator=generator))
-        raise DataError(f"no readable image found in {len(self.paths)} file(s) under "
-                        f"{self.paths[0].parent}; {len(self.bad)} could not be decoded")
-
-    def _crop(self, image: Tensor, generator: torch.Generator) -> Tensor:
-        h, w = image.shape[-2:]
-        scale = self.load_size / min(h, w)
-        hr, wr = max(self.load_size, round(h * scale)), max(self.load_size, round(w * scale))
-        image = F.interpolate(image[None], size=(hr, wr), mode="bilinear", align_corners=False, antialias=True)[0]
-        top = int(torch.randint(hr - self.size + 1, (1,), generator=generator))
-        left = int(torch.randint(wr - self.size + 1, (1,), generator=generator))
-        return image[:, top:top + self.size, left:left + self.size].clamp(0, 1)
+        picks = distinct_draw(len(self.paths), self.batch_size, generator)
+        images, _ = load_random_crops(self.paths, picks, self.size, generator, [], load_size=self.load_size,
+                                      warned=self.warned)
+        return images
 
 
 # ----------------------------------------------------------------------------- building
