@@ -46,3 +46,19 @@ def make_images(tmp: Path, count: int = 8, size: int = 32) -> tuple[Path, Path]:
     generate_folder("content", count, size, 0, content)
     generate_folder("style", count, size, 1, style)
     return content, style
+
+
+def sinusoid_image_folder(folder: Path, seed: int, count: int = 2) -> Path:
+    """``count`` 32x32 RGB PNGs of seeded sinusoid patterns (PAMA/NeAT training tests)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for i in range(count):
+        f = rng.uniform(0.1, 0.6, size=3)
+        image = np.stack([(np.sin(xx * f[0] + i) + 1) / 2, (np.cos(yy * f[1]) + 1) / 2,
+                          (np.sin((xx + yy) * f[2]) + 1) / 2], -1)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder

@@ -10,21 +10,9 @@ from nstzoo.errors import ConfigError, WeightsError
 from nstzoo.plugins import neat
 from nstzoo.registry import Registry
 from nstzoo.weights import load_stylizer
+from tests.learner_helpers import sinusoid_image_folder
 
 
-def _image_folder(folder, seed, count=2):
-    """``count`` 32x32 procedural RGB images (sinusoid patterns) written as PNG."""
-    from PIL import Image
-
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:32, 0:32]
-    for i in range(count):
-        f = rng.uniform(0.1, 0.6, size=3)
-        image = np.stack([(np.sin(xx * f[0] + i) + 1) / 2, (np.cos(yy * f[1]) + 1) / 2,
-                          (np.sin((xx + yy) * f[2]) + 1) / 2], -1)
-        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +80,8 @@ def _config(tmp_path, out, steps):
 
 
 def test_training_all_terms_finite_decreasing_resumable_exported(tmp_path, registry):
-    _image_folder(tmp_path / "content", 10)
-    _image_folder(tmp_path / "style", 11)
+    sinusoid_image_folder(tmp_path / "content", 10)
+    sinusoid_image_folder(tmp_path / "style", 11)
     exported = neat.SPEC.train(_config(tmp_path, "full", 5))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     for r in records:
@@ -116,7 +104,7 @@ def test_training_all_terms_finite_decreasing_resumable_exported(tmp_path, regis
 
 
 def test_blur_switch_off_trains(tmp_path):
-    _image_folder(tmp_path / "content", 10)
-    _image_folder(tmp_path / "style", 11)
+    sinusoid_image_folder(tmp_path / "content", 10)
+    sinusoid_image_folder(tmp_path / "style", 11)
     path = neat.SPEC.train({**_config(tmp_path, "noblur", 1), "blur": False})
     assert path.is_file()

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from nstzoo.errors import ConfigError, WeightsError
 from nstzoo.nn.attention import alignment_stage_keys
@@ -16,6 +15,7 @@ from nstzoo.nn.vgg import random_official_vgg_state
 from nstzoo.plugins import pama
 from nstzoo.registry import Registry
 from nstzoo.weights import import_official, load_stylizer
+from tests.learner_helpers import sinusoid_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +132,6 @@ def test_vgg_with_foreign_key_is_refused(official_files, tmp_path):
 
 
 # ----------------------------------------------------------------------------- training
-def _image_folder(folder: Path, seed: int, count: int = 2) -> Path:
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:32, 0:32]
-    for i in range(count):
-        f = rng.uniform(0.1, 0.6, size=3)
-        image = np.stack([(np.sin(xx * f[0] + i) + 1) / 2, (np.cos(yy * f[1]) + 1) / 2,
-                          (np.sin((xx + yy) * f[2]) + 1) / 2], -1)
-        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return folder
 
 
 def _config(tmp_path: Path, out: str, steps: int) -> dict:
@@ -151,8 +141,8 @@ def _config(tmp_path: Path, out: str, steps: int) -> dict:
 
 
 def test_training_decreases_loss_resumes_exactly_and_exports(tmp_path, registry):
-    _image_folder(tmp_path / "content", 0)
-    _image_folder(tmp_path / "style", 1)
+    sinusoid_image_folder(tmp_path / "content", 0)
+    sinusoid_image_folder(tmp_path / "style", 1)
     exported = pama.SPEC.train(_config(tmp_path, "full", 5))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
