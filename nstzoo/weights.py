@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import WeightsError
+from .files import atomic_write  # noqa: F401 - also the import point for plugins and older callers
 from .specs import StateDict, StylizerSpec
 
 METADATA_KEY = "nstzoo"
@@ -75,21 +75,6 @@ def _nstzoo_version() -> str:
     from . import __version__
 
     return __version__
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def save_safetensors(path: str | os.PathLike, state: Mapping[str, torch.Tensor], *, kind: str, name: str,

@@ -153,3 +153,13 @@ def test_atomic_save_leaves_no_partial_file_on_failure(tmp_path, monkeypatch):
         save_safetensors(target, TinyNet(8).state_dict(), kind="stylizer", name="tiny")
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Exports and images are shared with other users: not the owner-only mode of a mkstemp file."""
+    umask = os.umask(0o022)
+    try:
+        path = save_safetensors(tmp_path / "w.safetensors", TinyNet().state_dict(), kind="stylizer", name="tiny")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -35,6 +35,7 @@ from torch import Tensor
 from torchvision.io import encode_png
 
 from ..errors import DataError
+from ..files import atomic_write
 
 __all__ = ["KINDS", "STYLE_FAMILIES", "generate_image", "generate_folder", "style_family", "image_name"]
 
@@ -774,9 +775,7 @@ def generate_folder(
             img = generate_image(kind, index, size, seed, family=family)
             # Level 3 of 9: half the encoding time of the default 6 for ~10% larger files.
             data = encode_png(img.mul(255).round_().to(torch.uint8), compression_level=3)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data.numpy().tobytes())
-            os.replace(tmp, path)  # atomic: a crash never leaves a half-written PNG behind
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(data.numpy().tobytes()))
         paths.append(path)
         if progress is not None:
             progress(index + 1)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -48,6 +47,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write
 
 __all__ = ["MANIFEST_NAME", "COLUMNS", "ROLES", "ManifestRow", "read_manifest", "write_manifest", "manifest_arrays"]
 
@@ -206,20 +206,17 @@ def write_manifest(folder: str | os.PathLike, rows: Iterable[ManifestRow]) -> Pa
     folder = Path(folder)
     target = folder / MANIFEST_NAME
     _validate(rows, str(target))
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(COLUMNS)
             for r in rows:
                 writer.writerow((r.path, r.role, r.method, r.style_id, r.content_id))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(target, write)
     return target
 
 

@@ -47,7 +47,8 @@ from ..nn.checkpoints import read_official_state
 from ..nn.stats import adain, mean_std, mean_variance_norm
 from ..nn.vgg import TAPS, NormalisedVGG19, random_official_vgg_state, select_vgg_keys
 from ..specs import StylizerSpec
-from ..weights import atomic_write, read_checkpoint, save_safetensors
+from ..files import atomic_write, drop_jsonl_records
+from ..weights import read_checkpoint, save_safetensors
 
 LAYERS = list(TAPS)  # relu1_1 .. relu5_1
 REQUIRED = ("content_dir", "style_dir", "out_dir")
@@ -334,14 +335,6 @@ def _resume(path: Path, parts: TrainParts, cfg: dict[str, Any]) -> int:
     return int(saved["step"])
 
 
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from (they will be redone)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
-
-
 # ----------------------------------------------------------------------------- the loop
 def train_stylizer(method: str, config: dict[str, Any]) -> Path:
     """Train ``method`` (a key of :func:`recipes`) and export its weights; returns the safetensors path.
@@ -367,7 +360,8 @@ def train_stylizer(method: str, config: dict[str, Any]) -> Path:
     step = 0
     if cfg["resume"] and checkpoint.is_file():
         step = _resume(checkpoint, parts, cfg)
-        _trim_metrics(metrics, step)
+        # Records are numbered by completed steps here: keep those the checkpoint includes.
+        drop_jsonl_records(metrics, lambda r: r["step"] <= step)
     elif metrics.exists():
         metrics.unlink()
     atomic_write(out_dir / "config.json",

@@ -32,7 +32,8 @@ from ..config import RESUME_KEYS, TrainConfig, get_path, resolve_device, to_dict
 from ..errors import ConfigError, DataError, NstzooError
 from ..registry import get_registry
 from ..synth import BatchSynthesizer, encoder_batch, method_histogram
-from ..weights import atomic_write, load_stylizer, save_safetensors
+from ..files import atomic_write, drop_jsonl_records
+from ..weights import load_stylizer, save_safetensors
 from .accumulate import accumulated_step, split_into_chunks
 from .loss import SupConLoss
 
@@ -220,14 +221,6 @@ class Trainer:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         atomic_write(self.run_dir / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
 
-    def _trim_metrics(self) -> None:
-        """On resume, drop records past the checkpoint so the log reads as one uninterrupted run."""
-        path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] < self.start_step]
-            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept)))
-
     # ------------------------------------------------------------------ loop
     def train_step(self, step: int, batch: dict[str, Any]) -> StepRecord:
         started = time.perf_counter()
@@ -262,7 +255,8 @@ class Trainer:
         if self.resume:
             _check_resume(self.run_dir, self.config)
             self.start_step = self.load_checkpoint()
-            self._trim_metrics()
+            # Records of steps that will be run again are dropped (steps are 0-based here).
+            drop_jsonl_records(self.run_dir / "metrics.jsonl", lambda r: r["step"] < self.start_step)
             self.log(f"resuming {self.run_dir} at step {self.start_step}")
         elif (self.run_dir / CHECKPOINT).exists():
             raise ConfigError(f"{self.run_dir} already holds a run", hint="pass --resume to continue it, or choose another --out")
