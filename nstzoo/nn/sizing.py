@@ -48,4 +48,15 @@ def attention_working_size(h: int, w: int, max_tokens: int, stride: int = 8) -> 
     return h2, w2
 
 
-__all__ = ["pad_to_multiple", "attention_working_size"]
+def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (antialiased) resize of ``[B,C,H,W]`` to ``size``; a no-op when already that size.
+
+    The other half of the attention memory policy: inputs go to :func:`attention_working_size`
+    and the result comes back to the input size.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+__all__ = ["pad_to_multiple", "attention_working_size", "resize_to"]

@@ -24,10 +24,9 @@ from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..nn.attention import AlignmentStage
 from ..nn.decoder import adain_decoder
-from ..nn.sizing import attention_working_size, pad_to_multiple
+from ..nn.sizing import attention_working_size, pad_to_multiple, resize_to
 from ..nn.vgg import NormalisedVGG19
 from ..specs import StylizerSpec
-from .pama import resize_to
 
 PAPER = ("Dan Ruta, Andrew Gilbert, John Collomosse, Eli Shechtman, Nicholas Kolkin. NeAT: Neural Artistic "
          "Tracing for Beautiful Style Transfer. 2023 (re-implemented by nstzoo from the paper descriptions)")

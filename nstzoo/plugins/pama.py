@@ -22,7 +22,7 @@ from ..hookspecs import hookimpl
 from ..nn.attention import AlignmentStage, alignment_stage_keys
 from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
 from ..nn.decoder import adain_decoder
-from ..nn.sizing import attention_working_size, pad_to_multiple
+from ..nn.sizing import attention_working_size, pad_to_multiple, resize_to
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..specs import StylizerSpec
 
@@ -33,13 +33,6 @@ WEIGHTS_SOURCE = ("https://github.com/luoxuan-cs/PAMA (README: Google Drive chec
 WEIGHT_FILES = ("encoder.pth", "decoder.pth", "PAMA1.pth", "PAMA2.pth", "PAMA3.pth")
 DEFAULT_MAX_TOKENS = 4096  # relu4_1 positions (512x512 px); same policy as SANet
 STAGES = 3
-
-
-def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear (antialiased) resize of ``[B,C,H,W]`` to ``size``; a no-op when already that size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 class PAMAStylizer(nn.Module):

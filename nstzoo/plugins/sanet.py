@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
 from ..nn.decoder import adain_decoder
-from ..nn.sizing import attention_working_size, pad_to_multiple
+from ..nn.sizing import attention_working_size, pad_to_multiple, resize_to
 from ..nn.stats import mean_variance_norm
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..specs import StylizerSpec
@@ -80,12 +80,6 @@ def _working_size(h: int, w: int, max_tokens: int) -> tuple[int, int]:
     return h2, w2
 
 
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
 class SANetStylizer(nn.Module):
     """``forward(content [B,3,H,W], style [B,3,H',W'])`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
 
@@ -128,10 +122,10 @@ class SANetStylizer(nn.Module):
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         h, w = content.shape[-2:]
         work = _working_size(h, w, self.max_tokens)
-        style = _resize(style, _working_size(*style.shape[-2:], self.max_tokens))
-        padded, (wh, ww) = pad_to_multiple(_resize(content, work), 16)
+        style = resize_to(style, _working_size(*style.shape[-2:], self.max_tokens))
+        padded, (wh, ww) = pad_to_multiple(resize_to(content, work), 16)
         out = self.stylize_padded(padded, style)[..., :wh, :ww]
-        return _resize(out, (h, w)).clamp(0.0, 1.0)
+        return resize_to(out, (h, w)).clamp(0.0, 1.0)
 
 
 _TRANSFORM_PREFIXES = ("sanet4_1.", "sanet5_1.", "merge_conv.")
