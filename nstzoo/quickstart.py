@@ -87,10 +87,9 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
                    log: Callable[[str], None] = print, progress: Callable[[str, int | None], Any] | None = None,
                    show_metrics: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any]:
     """Run the whole chain into ``out``; returns the summary written to ``out/summary.json``."""
-    from .cli.learner import evaluate_testset
     from .data.assets import real_photo_paths
     from .data.generate import generate_folder
-    from .eval.embed import resolve_encoder
+    from .eval.embed import evaluate_testset
     from .eval.testset import build_testset
     from .train.trainer import Trainer, build_encoder, export_encoder
 
@@ -153,7 +152,6 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
     after = evaluate_testset(trained, testset, workers=0)
     if show_metrics:
         show_metrics(after, "trained encoder")
-    resolve_encoder(trained)  # the exported file reloads on its own (config in the header)
 
     summary = {"before": before, "after": after, "seconds": round(time.perf_counter() - started, 1),
                "stylizers": stylizers, "steps": config.steps, "batch_size": config.batch_size,

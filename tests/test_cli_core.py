@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nstzoo.cli import main
-from nstzoo.cli.common import save_image
+from nstzoo.data.folder import save_image
 from tests.conftest import smooth_image
 
 

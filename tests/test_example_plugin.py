@@ -35,7 +35,7 @@ def nstzoo(site, home, *args, check=True):
 
 
 def test_third_party_plugin_full_weights_path(plugin_site, tmp_path):
-    from nstzoo.cli.common import save_image
+    from nstzoo.data.folder import save_image
     from nstzoo.data.folder import load_image
 
     home = tmp_path / "home"

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..config import resolve_device  # noqa: F401 - re-exported for the command modules
-from ..errors import DataError
 
 # Messages and progress go to stderr so stdout stays machine-readable (--json, paths).
 err_console = Console(stderr=True)
@@ -46,25 +42,3 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
                 progress.update(task, advance=n, **({"status": status} if status is not None else {}))
 
         yield Handle()
-
-
-def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write ``[3,H,W]`` in [0, 1] as PNG or JPEG (by extension), atomically."""
-    from torchvision.io import encode_jpeg, encode_png
-
-    from ..weights import atomic_write
-
-    path = Path(path)
-    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        data = encode_png(pixels)
-    elif suffix in (".jpg", ".jpeg"):
-        data = encode_jpeg(pixels, quality=95)
-    else:
-        raise DataError(f"cannot write {path}: use a .png or .jpg file name")
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_bytes(data.numpy().tobytes())
-
-    return atomic_write(path, write)

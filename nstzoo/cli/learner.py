@@ -103,24 +103,6 @@ def testset_build(
              f"{len(names)} method(s) = {summary['stylized']} images ({summary['made']} made, {summary['reused']} reused)")
 
 
-def evaluate_testset(weights: Path, testset: Path, *, device: Any = "cpu", batch_size: int = 32, workers: int = 2,
-                     progress: Any = None) -> dict[str, Any]:
-    """Embed a test set's images with an encoder and compute the paper's metrics."""
-    from ..eval.embed import embed_paths, resolve_encoder
-    from ..eval.manifest import manifest_arrays, read_manifest
-    from ..eval.metrics import evaluate
-
-    rows = read_manifest(testset)
-    model, meta = resolve_encoder(weights, device=device)
-    embeddings = embed_paths(model, [testset / r.path for r in rows], device=device, batch_size=batch_size,
-                             workers=workers, progress=progress)
-    result = evaluate(embeddings, **manifest_arrays(rows))
-    result["encoder"] = {"weights": str(weights), "name": meta.get("name"),
-                         "step": (meta.get("config") or {}).get("step", meta.get("step"))}
-    result["testset"] = str(testset)
-    return result
-
-
 def print_metrics(result: dict[str, Any], title: str = "") -> None:
     table = Table("method", "style mAP", "style IR-1", "style IR-5", "style IR-10", "content mAP", "content IR-1",
                   title=title or None)
@@ -140,6 +122,7 @@ def eval_command(
     json_output: JsonFlag = False,
 ) -> None:
     """Style and content retrieval metrics (mAP, IR-k, in %) per method and averaged."""
+    from ..eval.embed import evaluate_testset
     from ..eval.manifest import read_manifest
 
     n = len(read_manifest(testset, check_files=False))
@@ -219,4 +202,4 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_command)
 
 
-__all__ = ["register", "evaluate_testset", "print_metrics"]
+__all__ = ["register", "print_metrics"]

@@ -10,7 +10,8 @@ import torch
 import typer
 
 from ..weights import load_stylizer
-from .common import info, print_json, resolve_device, save_image
+from ..data.folder import save_image
+from .common import info, print_json, resolve_device
 
 
 def stylize(

@@ -97,7 +97,7 @@ def train(
     if install:
         import shutil
 
-        target = weights_path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(exported, target)
+        from ..files import atomic_write
+
+        target = atomic_write(weights_path(name), lambda tmp: shutil.copyfile(exported, tmp))
         info(f"installed into the weights store: {target}")

@@ -28,6 +28,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 
 from ..errors import DataError
+from ..files import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -37,6 +38,7 @@ __all__ = [
     "ImageFolder",
     "collate_skip",
     "scan",
+    "save_image",
 ]
 
 #: File suffixes treated as images (compared case-insensitively).
@@ -339,3 +341,23 @@ def collate_skip(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         "path": [item["path"] for item in good],
         "skipped": skipped,
     }
+
+
+def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write ``[3,H,W]`` in [0, 1] as PNG or JPEG (by extension), atomically."""
+    from torchvision.io import encode_jpeg, encode_png
+
+    path = Path(path)
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        data = encode_png(pixels)
+    elif suffix in (".jpg", ".jpeg"):
+        data = encode_jpeg(pixels, quality=95)
+    else:
+        raise DataError(f"cannot write {path}: use a .png or .jpg file name")
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(data.numpy().tobytes())
+
+    return atomic_write(path, write)

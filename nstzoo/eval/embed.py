@@ -1,4 +1,4 @@
-"""Embedding images with a trained encoder, and finding the encoder a user points at."""
+"""Embedding images with a trained encoder, finding the encoder a user points at, and evaluating a test set."""
 
 from __future__ import annotations
 
@@ -94,3 +94,20 @@ def encoder_from_checkpoint(run_dir: str | Path) -> tuple[torch.nn.Module, dict[
     model.load_state_dict(state["model"])
     return model.eval(), {"name": config.encoder.name, "step": int(state["step"]), "config": config,
                           "source": str(run_dir / CHECKPOINT)}
+
+
+def evaluate_testset(weights: Path, testset: Path, *, device: Any = "cpu", batch_size: int = 32, workers: int = 2,
+                     progress: Any = None) -> dict[str, Any]:
+    """Embed a test set's images with an encoder and compute the paper's metrics."""
+    from .manifest import manifest_arrays, read_manifest
+    from .metrics import evaluate
+
+    rows = read_manifest(testset)
+    model, meta = resolve_encoder(weights, device=device)
+    embeddings = embed_paths(model, [testset / r.path for r in rows], device=device, batch_size=batch_size,
+                             workers=workers, progress=progress)
+    result = evaluate(embeddings, **manifest_arrays(rows))
+    result["encoder"] = {"weights": str(weights), "name": meta.get("name"),
+                         "step": (meta.get("config") or {}).get("step", meta.get("step"))}
+    result["testset"] = str(testset)
+    return result

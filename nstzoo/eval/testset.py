@@ -71,8 +71,7 @@ def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: 
 
     ``progress(n)`` is called after every ``n`` images written or found on disk.
     """
-    from ..cli.common import save_image
-    from ..data.folder import load_image
+    from ..data.folder import load_image, save_image
     from ..data.transforms import resize_crop
 
     out = Path(out)
