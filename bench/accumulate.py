@@ -32,8 +32,8 @@ def worker(args: argparse.Namespace) -> dict:
     import timm
     import torch
 
-    from nstzoo.train.accumulate import accumulated_step, split_into_chunks
-    from nstzoo.train.loss import SupConLoss
+    from nstzoo.learner.accumulate import accumulated_step, split_into_chunks
+    from nstzoo.learner.loss import SupConLoss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

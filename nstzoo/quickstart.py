@@ -91,7 +91,7 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
     from .data.generate import generate_folder
     from .eval.embed import evaluate_testset
     from .eval.testset import build_testset
-    from .train.trainer import Trainer, build_encoder, export_encoder
+    from .learner.trainer import Trainer, build_encoder, export_encoder
 
     started = time.perf_counter()
     out = Path(out)

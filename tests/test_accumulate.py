@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-import nstzoo.train.accumulate as accumulate_module
-from nstzoo.train.accumulate import RandContext, accumulated_step, split_into_chunks
-from nstzoo.train.loss import SupConLoss
+import nstzoo.learner.accumulate as accumulate_module
+from nstzoo.learner.accumulate import RandContext, accumulated_step, split_into_chunks
+from nstzoo.learner.loss import SupConLoss
 
 
 class DropoutNet(nn.Module):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nstzoo.errors import ConfigError, WeightsError
-from nstzoo.plugins import dumoulin
+from nstzoo.stylizers import dumoulin
 from nstzoo.registry import Registry
 from nstzoo.weights import import_official, load_stylizer
 
@@ -127,7 +127,7 @@ def test_import_and_load_through_the_registry(tmp_path):
 
 
 def test_a_foreign_onnx_file_is_refused_with_its_name(tmp_path):
-    from nstzoo.plugins import ghiasi
+    from nstzoo.stylizers import ghiasi
 
     predict = ghiasi.find_official_files()[0]
     with pytest.raises(WeightsError, match="arbitrary_predict.onnx"):

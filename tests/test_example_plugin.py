@@ -54,8 +54,10 @@ def test_third_party_plugin_full_weights_path(plugin_site, tmp_path):
     assert missing.returncode == 2 and "nstzoo weights import colour-mix colour_mix.pth" in missing.stderr
 
     official = tmp_path / "colour_mix.pth"
-    torch.save({"state_dict": {"module.gate": torch.randn(3), "module.mix.weight": torch.randn(3, 3, 1, 1),
-                               "module.mix.bias": torch.randn(3)}}, official)
+    g = torch.Generator().manual_seed(0)
+    # An open gate (sigmoid(3) = 0.95), so the output takes the style's colours whatever the mixing weights.
+    torch.save({"state_dict": {"module.gate": torch.full((3,), 3.0), "module.mix.weight": torch.randn(3, 3, 1, 1, generator=g),
+                               "module.mix.bias": torch.randn(3, generator=g)}}, official)
     nstzoo(plugin_site, home, "weights", "import", "colour-mix", str(official))
     stored = json.loads(nstzoo(plugin_site, home, "weights", "list", "--json").stdout)["files"]
     assert [f["name"] for f in stored] == ["colour-mix"] and stored[0]["sources"][0]["file"] == "colour_mix.pth"

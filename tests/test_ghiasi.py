@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nstzoo.errors import ConfigError, WeightsError
-from nstzoo.plugins import ghiasi
+from nstzoo.stylizers import ghiasi
 from nstzoo.registry import Registry
 from nstzoo.weights import import_official, load_stylizer
 
@@ -50,7 +50,7 @@ def _photo(name: str, width: int | None = None, height: int | None = None) -> to
 def _sessions(float_graphs: bool):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from nstzoo.plugins._onnx_import import strip_activation_quantization
+    from nstzoo.stylizers._onnx_import import strip_activation_quantization
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

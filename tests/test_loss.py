@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nstzoo.train.loss import SupConLoss, supcon_loss
+from nstzoo.learner.loss import SupConLoss, supcon_loss
 
 
 def loop_reference(emb: torch.Tensor, labels, is_source, tau: float, gt_weight: float) -> float:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nstzoo.errors import ConfigError, WeightsError
-from nstzoo.plugins import neat
+from nstzoo.stylizers import neat
 from nstzoo.registry import Registry
 from nstzoo.weights import load_stylizer
 from tests.learner_helpers import sinusoid_image_folder

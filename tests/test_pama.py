@@ -12,7 +12,7 @@ from nstzoo.nn.attention import alignment_stage_keys
 from nstzoo.nn.checkpoints import decoder_keys
 from nstzoo.nn.decoder import adain_decoder
 from nstzoo.nn.vgg import random_official_vgg_state
-from nstzoo.plugins import pama
+from nstzoo.stylizers import pama
 from nstzoo.registry import Registry
 from nstzoo.weights import import_official, load_stylizer
 from tests.learner_helpers import sinusoid_image_folder

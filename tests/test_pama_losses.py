@@ -2,7 +2,7 @@
 
 import torch
 
-from nstzoo.train import losses_pama as L
+from nstzoo.nn.losses import manifold as L
 
 
 def test_self_similarity_zero_for_identical_and_scale_invariant():

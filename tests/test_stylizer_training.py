@@ -10,7 +10,7 @@ import torch
 from torchvision.io import write_png
 
 from nstzoo.errors import ConfigError
-from nstzoo.plugins import adain, sanet
+from nstzoo.stylizers import adain, sanet
 from nstzoo.registry import Registry
 from nstzoo.weights import load_safetensors, load_stylizer
 

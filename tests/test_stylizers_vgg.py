@@ -11,7 +11,7 @@ from nstzoo.errors import ConfigError, WeightsError
 from nstzoo.nn.checkpoints import decoder_keys
 from nstzoo.nn.decoder import adain_decoder
 from nstzoo.nn.vgg import random_official_vgg_state
-from nstzoo.plugins import adain, cast, sanet
+from nstzoo.stylizers import adain, cast, sanet
 from nstzoo.registry import Registry
 from nstzoo.weights import import_official, load_stylizer
 

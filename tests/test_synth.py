@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nstzoo.synth import BatchSynthesizer, encoder_batch, method_histogram
+from nstzoo.learner.synth import BatchSynthesizer, encoder_batch, method_histogram
 
 
 class Tint(nn.Module):

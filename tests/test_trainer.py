@@ -9,7 +9,7 @@ import torch
 
 from nstzoo.config import build_train_config
 from nstzoo.errors import ConfigError
-from nstzoo.train.trainer import CHECKPOINT, Trainer, TrainingDiverged
+from nstzoo.learner.trainer import CHECKPOINT, Trainer, TrainingDiverged
 from tests.learner_helpers import install_toy_registry, make_images
 
 
@@ -66,7 +66,7 @@ def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing(tmp_path
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, images, monkeypatch):
-    from nstzoo.train import loss as loss_module
+    from nstzoo.learner import loss as loss_module
 
     calls = {"n": 0}
     real_forward = loss_module.SupConLoss.forward

@@ -36,7 +36,7 @@ def train(
 ) -> None:
     """Train the style encoder on on-the-fly stylizations (ALADIN-NST)."""
     from ..config import build_train_config
-    from ..train.trainer import Trainer
+    from ..learner.trainer import Trainer
 
     flags: dict[str, Any] = {"synth.stylizers": stylizers, "encoder.name": encoder, "out": str(out) if out else None,
                              "steps": steps, "batch_size": batch_size, "chunk_size": chunk_size, "device": device,
@@ -181,7 +181,7 @@ def export_command(
 ) -> None:
     """Export a run's encoder (last checkpoint) as safetensors with its config in the header."""
     from ..eval.embed import encoder_from_checkpoint
-    from ..train.trainer import CHECKPOINT, export_encoder
+    from ..learner.trainer import CHECKPOINT, export_encoder
 
     if output.suffix != ".safetensors":
         raise ConfigError(f"--output {output}: use a .safetensors file name")

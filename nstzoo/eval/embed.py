@@ -85,7 +85,7 @@ def resolve_encoder(weights: str | Path, device: str | torch.device = "cpu") -> 
 def encoder_from_checkpoint(run_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a run's encoder from ``config.yaml`` and ``checkpoints/last.pt`` (eval mode, CPU)."""
     from ..config import TrainConfig, from_dict, load_yaml
-    from ..train.trainer import CHECKPOINT, build_encoder
+    from ..learner.trainer import CHECKPOINT, build_encoder
 
     run_dir = Path(run_dir)
     config = from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))

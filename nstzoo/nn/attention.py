@@ -2,7 +2,7 @@
 
 One stage re-arranges content features by attention over style features, then gates between the
 content and the attended features. PAMA stacks three stages at relu4_1; NeAT (re-implemented in
-:mod:`nstzoo.plugins.neat`) uses the same stage at several VGG levels.
+:mod:`nstzoo.stylizers.neat`) uses the same stage at several VGG levels.
 
 Submodule names follow the official ``PAMA1.pth`` key layout (``conv_in``, ``attn.f`` ...,
 ``fuse.proj1`` ..., ``conv_out``), so official blocks load without renaming.

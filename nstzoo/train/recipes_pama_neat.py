@@ -1,6 +1,6 @@
-"""PAMA and NeAT recipes for the shared training loop (:func:`nstzoo.train.stylizer.train_stylizer`).
+"""PAMA and NeAT recipes for the shared training loop (:func:`nstzoo.stylizer_training.train_stylizer`).
 
-Their own config keys, beside the shared ones (see :func:`~nstzoo.train.stylizer.train_stylizer`):
+Their own config keys, beside the shared ones (see :func:`~nstzoo.stylizer_training.train_stylizer`):
 
 - PAMA: ``color`` (true): the RGB-uv histogram colour loss.
 - NeAT: ``blur`` (true): train on blurred contents (random sigma in [0, ``blur_sigma_max``=2],
@@ -9,8 +9,8 @@ Their own config keys, beside the shared ones (see :func:`~nstzoo.train.stylizer
   be at least 2 (contrastive groups).
 
 Both resume by default and crop at ``size`` after resizing the shorter side to ``size``. PAMA's
-objective is :func:`nstzoo.plugins.pama.pama_training_terms`; the loss functions are in
-:mod:`nstzoo.train.losses_pama`.
+objective is :func:`nstzoo.stylizers.pama.pama_training_terms`; the loss functions are in
+:mod:`nstzoo.nn.losses.manifold`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ..errors import ConfigError
 from ..nn.stats import mean_variance_norm
 from ..nn.vgg import NormalisedVGG19
 from ..specs import StylizerSpec
-from . import losses_pama as L
-from .stylizer import Recipe, TrainParts, adam, build_generator_only, step_generator
+from ..nn.losses import manifold as L
+from ..stylizer_training import Recipe, TrainParts, adam, build_generator_only, step_generator
 
 # NeAT loss weights: the paper names the terms but not their weights; these are nstzoo's choices.
 NEAT_LOSS_WEIGHTS = {"pama": 1.0, "contrast_style": 0.3, "contrast_content": 0.3, "adversarial": 0.1,
@@ -39,7 +39,7 @@ _DEFAULTS = {"steps": 1000, "batch_size": 4, "checkpoint_every": 500, "resume": 
 
 # ----------------------------------------------------------------------------- PAMA
 def _pama_spec() -> StylizerSpec:
-    from ..plugins.pama import SPEC
+    from ..stylizers.pama import SPEC
 
     return SPEC
 
@@ -53,7 +53,7 @@ def _build_pama(model: nn.Module, loss_vgg: NormalisedVGG19, cfg: dict[str, Any]
 
 def _pama_losses(parts: TrainParts, cfg: dict[str, Any], content: Tensor, style: Tensor,
                  step: int) -> dict[str, Tensor]:
-    from ..plugins.pama import pama_training_terms
+    from ..stylizers.pama import pama_training_terms
 
     return pama_training_terms(parts.model, parts.loss_vgg, content, style, parts.modules.get("histogram"))
 
@@ -63,7 +63,7 @@ PAMA = Recipe(spec=_pama_spec, build=_build_pama, losses=_pama_losses, defaults=
 
 # ----------------------------------------------------------------------------- NeAT
 def _neat_spec() -> StylizerSpec:
-    from ..plugins.neat import SPEC
+    from ..stylizers.neat import SPEC
 
     return SPEC
 
@@ -120,7 +120,7 @@ def neat_training_terms(parts: TrainParts, cfg: dict[str, Any], content: Tensor,
     base = content
     if cfg["blur"]:
         sigma = torch.rand(b, generator=step_generator(cfg["seed"], step, 2)) * cfg["blur_sigma_max"]
-        from ..plugins.neat import gaussian_blur
+        from ..stylizers.neat import gaussian_blur
 
         base = gaussian_blur(content, sigma.to(content.device), cfg["blur_sigma_max"])
     out = model.edit(base, style)

@@ -141,7 +141,7 @@ class NeATStylizer(nn.Module):
 
 
 def _train(config: dict[str, Any]) -> Path:
-    from ..train.stylizer import train_stylizer
+    from ..stylizer_training import train_stylizer
 
     return train_stylizer("neat", config)
 

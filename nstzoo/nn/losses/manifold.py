@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.stats import mean_std
+from ..stats import mean_std
 
 # PAMA stage weights (main.py defaults): content (self-similarity), REMD, moment, colour.
 PAMA_STAGE_WEIGHTS: tuple[dict[str, float], ...] = (

@@ -149,7 +149,7 @@ def pama_training_terms(model: PAMAStylizer, loss_vgg: NormalisedVGG19, content:
     the stage's weight sum; plus reconstruction of content and style from their own features
     (0.5 x feature MSE per layer, 25 x pixel MSE).
     """
-    from ..train.losses_pama import (PAMA_LOSS_LAYERS, PAMA_STAGE_WEIGHTS, RECONSTRUCTION_FEATURE_WEIGHT,
+    from ..nn.losses.manifold import (PAMA_LOSS_LAYERS, PAMA_STAGE_WEIGHTS, RECONSTRUCTION_FEATURE_WEIGHT,
                                      RECONSTRUCTION_PIXEL_WEIGHT, mse_feature_loss, pama_stage_loss)
 
     with torch.no_grad():
@@ -176,7 +176,7 @@ def pama_training_terms(model: PAMAStylizer, loss_vgg: NormalisedVGG19, content:
 
 
 def _train(config: dict[str, Any]) -> Path:
-    from ..train.stylizer import train_stylizer
+    from ..stylizer_training import train_stylizer
 
     return train_stylizer("pama", config)
 

@@ -24,7 +24,7 @@ AdaIN and SANet losses live here (VGG features from a frozen normalised VGG-19 l
   style stylised with themselves.
 
 PAMA and NeAT recipes are in :mod:`nstzoo.train.recipes_pama_neat`. CAST is not trainable here
-(GAN + contrastive training, see :mod:`nstzoo.plugins.cast`).
+(GAN + contrastive training, see :mod:`nstzoo.stylizers.cast`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.folder import list_images
-from ..data.steps import distinct_draw, load_random_crops
-from ..errors import ConfigError
-from ..nn.checkpoints import read_official_state
-from ..nn.stats import adain, mean_std, mean_variance_norm
-from ..nn.vgg import TAPS, NormalisedVGG19, random_official_vgg_state, select_vgg_keys
-from ..specs import StylizerSpec
-from ..files import atomic_write, drop_jsonl_records
-from ..weights import read_checkpoint, save_safetensors
+from .data.folder import list_images
+from .data.steps import distinct_draw, load_random_crops
+from .errors import ConfigError
+from .nn.checkpoints import read_official_state
+from .nn.stats import adain, mean_std, mean_variance_norm
+from .nn.vgg import TAPS, NormalisedVGG19, random_official_vgg_state, select_vgg_keys
+from .specs import StylizerSpec
+from .files import atomic_write, drop_jsonl_records
+from .weights import read_checkpoint, save_safetensors
 
 LAYERS = list(TAPS)  # relu1_1 .. relu5_1
 REQUIRED = ("content_dir", "style_dir", "out_dir")
@@ -179,13 +179,13 @@ def sanet_losses(parts: TrainParts, cfg: dict[str, Any], content: Tensor, style:
 
 
 def _adain_spec() -> StylizerSpec:
-    from ..plugins.adain import SPEC
+    from .stylizers.adain import SPEC
 
     return SPEC
 
 
 def _sanet_spec() -> StylizerSpec:
-    from ..plugins.sanet import SPEC
+    from .stylizers.sanet import SPEC
 
     return SPEC
 
@@ -200,7 +200,7 @@ SANET = Recipe(spec=_sanet_spec, build=build_generator_only, losses=sanet_losses
 
 def recipes() -> dict[str, Recipe]:
     """Every trainable method's recipe, by stylizer name."""
-    from .recipes_pama_neat import NEAT, PAMA
+    from .train.recipes_pama_neat import NEAT, PAMA
 
     return {"adain": ADAIN, "sanet": SANET, "pama": PAMA, "neat": NEAT}
 

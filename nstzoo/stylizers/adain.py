@@ -73,7 +73,7 @@ def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
 
 
 def _train(config: dict[str, Any]) -> Path:
-    from ..train.stylizer import train_stylizer
+    from ..stylizer_training import train_stylizer
 
     return train_stylizer("adain", config)
 

@@ -176,7 +176,7 @@ def _mumair_to_gleb(key: str) -> str:
 
 
 def _train(config: dict[str, Any]) -> Path:
-    from ..train.stylizer import train_stylizer
+    from ..stylizer_training import train_stylizer
 
     return train_stylizer("sanet", config)
 

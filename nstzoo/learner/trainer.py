@@ -31,7 +31,7 @@ from .. import __version__
 from ..config import RESUME_KEYS, TrainConfig, get_path, resolve_device, to_dict
 from ..errors import ConfigError, DataError, NstzooError
 from ..registry import get_registry
-from ..synth import BatchSynthesizer, encoder_batch, method_histogram
+from .synth import BatchSynthesizer, encoder_batch, method_histogram
 from ..files import atomic_write, drop_jsonl_records
 from ..weights import load_stylizer, save_safetensors
 from .accumulate import accumulated_step, split_into_chunks

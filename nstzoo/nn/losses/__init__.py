@@ -1,0 +1,1 @@
+"""Loss terms shared by several stylizers' training recipes, one family per module."""
