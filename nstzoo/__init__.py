@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from .errors import NstzooError
 from .hookspecs import hookimpl
-from .specs import EncoderSpec, StylizerSpec
+from .specs import EncoderSpec, Recipe, StyleEncoder, StylizerSpec, TrainParts
 from .weights import load_encoder, load_stylizer
 
-__all__ = ["__version__", "hookimpl", "StylizerSpec", "EncoderSpec", "load_stylizer", "load_encoder", "NstzooError"]
+__all__ = ["__version__", "hookimpl", "StylizerSpec", "EncoderSpec", "Recipe", "TrainParts", "StyleEncoder", "load_stylizer", "load_encoder", "NstzooError"]

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.moments import feature_moments
-from ..specs import EncoderSpec
+from ..specs import EncoderSpec, StyleEncoder
 from ..weights import load_state_strict, read_checkpoint, unwrap_state_dict
 
 NAME = "aladin-nst"
@@ -269,7 +269,7 @@ def _signed_log1p(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
 
 
-class AladinNST(nn.Module):
+class AladinNST(StyleEncoder):
     """The ALADIN-NST style encoder: ``forward(images [B,3,H,W] in [0,1]) -> [B, embed_dim]``, unit L2 norm.
 
     Every argument is JSON-serialisable, so ``AladinNST(**module.export_config())`` rebuilds the
@@ -344,6 +344,7 @@ class AladinNST(nn.Module):
                 raise ConfigError(f"{NAME}: {key} must be a positive integer, got {value!r}")
         self.use_vit, self.use_vgg = use_vit, use_vgg
         self.vit_size, self.vgg_size, self.embed_dim = vit_size, vgg_size, embed_dim
+        self.input_sizes = tuple(size for size, on in ((vit_size, use_vit), (vgg_size, use_vgg)) if on)
         self.freeze_vgg = freeze_vgg
         self.moment_transform = moment_transform
 
@@ -436,11 +437,12 @@ class AladinNST(nn.Module):
             m = _signed_log1p(m)
         return self.moment_ln(m)
 
-    def forward(self, images: Tensor, frozen_moments: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor, frozen: Tensor | None = None) -> Tensor:
         """``[B,3,H,W]`` float in [0, 1], any size -> float32 ``[B, embed_dim]`` with unit L2 norm.
 
-        ``frozen_moments``: the output of :meth:`frozen_features` for these images, to skip the VGG.
+        ``frozen``: the output of :meth:`frozen_features` for these images (raw VGG moments), to skip the VGG.
         """
+        frozen_moments = frozen
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"{NAME}: expected images [B,3,H,W], got shape {tuple(images.shape)}")
         images = images.float() if images.dtype != torch.float32 else images
