@@ -50,7 +50,7 @@ def worker(args: argparse.Namespace) -> dict:
         if args.chunk == 0:
             loss_fn(model(images)).backward()
         else:
-            accumulated_step(model, split_into_chunks(images, args.chunk), loss_fn)
+            accumulated_step(model, split_into_chunks(images, args.chunk), loss_fn)  # -> (loss, embeddings, auxiliary)
 
     # Gradient buffers are allocated by the first backward in both modes; allocate them before the
     # baseline so the figure is activation memory only.

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from .config import TrainConfig, from_dict, merge
+from .config import from_dict, merge
+from .learner.config import TrainConfig
 from .errors import NstzooError
 from .registry import get_registry
 from .weights import atomic_write, weights_path

@@ -194,8 +194,9 @@ class Registry:
                     owners = self._conflicts.setdefault((kind, spec.name), [existing.plugin] if existing else [])
                     owners.append(_plugin)
                     table.pop(spec.name, None)
-                    message = (f"hook {hook_name}: duplicate {kind} name {spec.name!r} registered by plugins "
-                               f"{' and '.join(repr(o) for o in owners)}")
+                    message = (f"hook {hook_name}: {_conflict_text(kind, spec.name, owners)}" if len(set(owners)) == 1
+                               else f"hook {hook_name}: duplicate {kind} name {spec.name!r} registered by plugins "
+                                    f"{' and '.join(repr(o) for o in dict.fromkeys(owners))}")
                     for owner in owners:
                         owner_info = self.plugins.get(owner)
                         if owner_info is not None and message not in owner_info.errors:
@@ -219,12 +220,27 @@ class Registry:
         table = self._stylizers if kind == "stylizer" else self._encoders
         if (kind, name) in self._conflicts:
             owners = self._conflicts[(kind, name)]
+            if len(set(owners)) == 1:  # one plugin's own bug: uninstalling "one of them" would make no sense
+                raise PluginError(_conflict_text(kind, name, owners),
+                                  hint=f"a bug in plugin {owners[0]!r}: its register hook must register each name once; "
+                                       "report it to its author, or leave it out with NSTZOO_LOAD_PLUGINS")
             raise PluginError(f"{kind} name {name!r} is registered by several plugins: "
-                              f"{' and '.join(repr(o) for o in owners)}",
+                              f"{' and '.join(repr(o) for o in dict.fromkeys(owners))}",
                               hint="uninstall one of them, or limit plugins with NSTZOO_LOAD_PLUGINS")
         if name not in table:
-            raise UnknownNameError(kind, name, table)
+            raise UnknownNameError(kind, name, table, failed_plugins=self.failed_plugins(kind))
         return table[name]
+
+    def failed_plugins(self, kind: str | None = None) -> list[str]:
+        """Plugins that failed to import or to register (``kind``: only failures that could hide a name of it).
+
+        Name conflicts and failing ``register_commands`` hooks do not count: such a plugin's names loaded.
+        """
+        self._collect()
+        hooks = {"stylizer": ("hook register_stylizers raised",), "encoder": ("hook register_encoders raised",),
+                 None: ("hook register_stylizers raised", "hook register_encoders raised")}[kind]
+        prefixes = ("failed to import", "invalid hook implementation", "implements unknown hook", *hooks)
+        return [info.name for info in self.plugins.values() if any(e.startswith(prefixes) for e in info.errors)]
 
     def stylizer(self, name: str) -> StylizerSpec:
         """The spec registered under ``name``; unknown names raise with the closest match."""
@@ -269,10 +285,16 @@ class Registry:
         """``"neat,pama,sanet"`` -> validated, de-duplicated names (order kept)."""
         names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
         if not names:
-            raise UnknownNameError("stylizer", "", self.stylizers())
+            raise UnknownNameError("stylizer", "", self.stylizers(), failed_plugins=self.failed_plugins("stylizer"))
         for name in names:
             self.stylizer(name)
         return list(dict.fromkeys(names))
+
+
+def _conflict_text(kind: str, name: str, owners: list[str]) -> str:
+    """The message for one plugin registering the same name more than once."""
+    times = "twice" if len(owners) == 2 else f"{len(owners)} times"
+    return f"plugin {owners[0]!r} registers {kind} {name!r} {times}"
 
 
 _REGISTRY: Registry | None = None

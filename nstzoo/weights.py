@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import pickle
+import tarfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,16 +137,42 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise WeightsError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return load_safetensors(path)[0]
+    if not _looks_like_torch_save(path):
+        # torch.load's unpickler reports any non-pickle as an UnpicklingError (or a bare KeyError), which
+        # would read as "needs to execute code"; say what the file really is not.
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                           "torch.save writes)", hint="check that this is the right file (an image, an ONNX "
+                           "model or an HTML error page saved as .pth will not do)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = _unpickling_detail(exc)
+        if "GLOBAL" not in detail:  # the weights-only unpickler met a bad opcode, not a forbidden import
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle: {detail})") from exc
         raise WeightsError(
             f"{path}: refused to load — the pickle needs to execute code, which nstzoo never allows "
-            f"(torch.load weights_only=True): {str(exc).splitlines()[0]}",
+            f"(torch.load weights_only=True): {detail}",
             hint="re-save it as a plain state dict (torch.save(model.state_dict(), ...)) in an environment you trust",
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
+        # KeyError / IndexError / EOFError: how the weights-only unpickler fails on a truncated pickle.
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """True for what ``torch.save`` writes: a zip archive, a protocol-2+ pickle, or the pre-1.6 tar."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return (head[:1] == b"\x80" and len(head) == 2 and head[1] >= 2) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+
+
+def _unpickling_detail(exc: BaseException) -> str:
+    """The informative line of torch's long weights-only error (which global or opcode it refused)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[0] if lines else type(exc).__name__
 
 
 def unwrap_state_dict(obj: Any, path: str | os.PathLike = "<checkpoint>") -> StateDict:
@@ -189,12 +217,16 @@ def import_official(spec: StylizerSpec, files: Sequence[str | os.PathLike], out:
     if spec.import_official is None:
         raise WeightsError(f"stylizer {spec.name!r} has no official-checkpoint importer"
                            + ("" if spec.needs_weights else " (it needs no weights)"))
+    from .contract import plugin_code
+
     paths = [Path(f) for f in files]
     for p in paths:
         if not p.is_file():
             raise WeightsError(f"file not found: {p}", hint=f"expected files: {' '.join(spec.weight_files)}")
-    state = spec.import_official(paths)
-    module = spec.factory(**dict(spec.default_options))
+    with plugin_code(None, spec.name, "import_official"):
+        state = spec.import_official(paths)
+    with plugin_code(None, spec.name, "factory"):
+        module = spec.factory(**dict(spec.default_options))
     load_state_strict(module, state, f"import of {spec.name!r} from {', '.join(p.name for p in paths)}")
     sources = [{"file": p.name, "sha256": sha256_file(p)} for p in paths]
     target = Path(out) if out is not None else weights_path(spec.name)
@@ -202,8 +234,18 @@ def import_official(spec: StylizerSpec, files: Sequence[str | os.PathLike], out:
                             config=dict(spec.default_options), sources=sources)
 
 
+def locate_official(spec: StylizerSpec) -> list[Path]:
+    """The official files of ``spec`` installed on this machine ([] when none or no locator)."""
+    from .contract import plugin_code
+
+    if spec.locate_official is None:
+        return []
+    with plugin_code(None, spec.name, "locate_official"):
+        return [Path(p) for p in spec.locate_official() or []]
+
+
 def missing_weights_error(spec: StylizerSpec, path: Path) -> WeightsError:
-    if spec.locate_official is not None and spec.locate_official():
+    if locate_official(spec):
         return WeightsError(f"stylizer {spec.name!r} needs weights, none found at {path}",
                             hint=f"its official files are installed on this machine: run `nstzoo weights import {spec.name}`")
     files = " ".join(spec.weight_files) or "FILE..."
@@ -226,9 +268,11 @@ def load_stylizer(name: str, *, device: str | torch.device | None = None, weight
         random_init: allow running with random weights when none are found (pipeline tests only).
         options: factory keyword arguments, overriding the spec's defaults.
     """
+    from .contract import plugin_code
     from .registry import get_registry
 
-    spec = (registry or get_registry()).stylizer(name)
+    registry = registry or get_registry()
+    spec = registry.stylizer(name)
     stored_config: dict[str, Any] = {}
     state = None
     if spec.needs_weights:
@@ -240,7 +284,8 @@ def load_stylizer(name: str, *, device: str | torch.device | None = None, weight
             stored_config = dict(meta.get("config", {})) if meta else {}
         elif not random_init:
             raise missing_weights_error(spec, path)
-    module = spec.factory(**{**dict(spec.default_options), **stored_config, **options})
+    with plugin_code(registry.stylizer_plugin(name), name, "factory"):
+        module = spec.factory(**{**dict(spec.default_options), **stored_config, **options})
     if state is not None:
         load_state_strict(module, state, str(path))
     module.eval().requires_grad_(False)

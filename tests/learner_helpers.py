@@ -7,19 +7,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nstzoo import EncoderSpec, hookimpl
+from nstzoo import EncoderSpec, StyleEncoder, hookimpl
 from nstzoo.registry import Registry, reset_registry
 
 
-class ToyEncoder(nn.Module):
+class ToyEncoder(StyleEncoder):
     """[B,3,H,W] in [0,1] -> L2-normalised [B, dim]; per-sample independent (no BatchNorm)."""
+
+    input_sizes = (16,)
 
     def __init__(self, dim: int = 16, dropout: float = 0.1):
         super().__init__()
+        self.config = {"dim": dim, "dropout": dropout}
+        self.embed_dim = dim
         self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
         self.head = nn.Sequential(nn.Linear(8 * 2, 32), nn.GELU(), nn.Dropout(dropout), nn.Linear(32, dim))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, frozen: None = None) -> torch.Tensor:
         x = torch.relu(self.conv(torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear")))
         feats = torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1)
         return torch.nn.functional.normalize(self.head(feats), dim=1)

@@ -69,7 +69,7 @@ def run_both(model, chunks, loss_fn, seed=123, **kwargs):
     ref_next = torch.rand(3)  # where the RNG stream stands afterwards
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    loss, emb = accumulated_step(model, chunks, loss_fn, **kwargs)
+    loss, emb, _ = accumulated_step(model, chunks, loss_fn, **kwargs)
     next_ = torch.rand(3)
     return (ref_loss, ref_emb, ref_grads, ref_next), (loss, emb, param_grads(model), next_)
 
@@ -187,7 +187,7 @@ def test_autocast_runs_both_passes_in_bf16():
     ref_grads = param_grads(model)
     torch.manual_seed(9)
     model.zero_grad(set_to_none=True)
-    loss, emb = accumulated_step(model, chunks, loss_fn, autocast=ctx)
+    loss, emb, _ = accumulated_step(model, chunks, loss_fn, autocast=ctx)
     assert emb.dtype == torch.bfloat16
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
     assert_grads_close(param_grads(model), ref_grads, rtol=1e-2, atol=1e-4)
@@ -240,3 +240,44 @@ def test_rand_context_replays_and_restores():
     torch.testing.assert_close(replay, first, rtol=0, atol=0)
     torch.testing.assert_close(outside, torch.rand(5), rtol=0, atol=0)
     assert not torch.equal(after, first)
+
+
+class ReconstructingNet(nn.Module):
+    """An encoder with a per-item auxiliary objective (like ALADIN's reconstruction) and dropout."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = DropoutNet(6)
+        self.dec = nn.Linear(6, 3 * 8 * 8)
+
+    def forward(self, x: torch.Tensor, frozen: torch.Tensor | None = None) -> torch.Tensor:
+        return self.enc(x)
+
+    def training_forward(self, x: torch.Tensor, frozen: torch.Tensor | None = None):
+        z = self.enc(x)
+        reconstruction = (self.dec(z).view_as(x) - x).abs().flatten(1).mean(1)  # [n] per-item L1
+        return z, 0.01 * reconstruction.mean()
+
+
+def test_auxiliary_loss_gradients_equal_the_full_batch_objective():
+    """contrastive(full batch) + mean over all items of the auxiliary term, chunked 5 + 5 + 3."""
+    small, _, labels, is_source = make_batch()
+    model = ReconstructingNet().double().train()
+    loss_fn = lambda e: SupConLoss(0.1)(e, labels, is_source)  # noqa: E731
+
+    # The truth, chunk by chunk as in reference_step (dropout masks are drawn per chunk).
+    torch.manual_seed(7)
+    model.zero_grad(set_to_none=True)
+    outputs = [model.training_forward(c) for c in split_into_chunks(small, 5)]
+    z = torch.cat([o[0] for o in outputs])
+    aux = sum(o[1] * (len(o[0]) / len(small)) for o in outputs)
+    (loss_fn(z) + aux).backward()
+    expected = param_grads(model)
+
+    torch.manual_seed(7)
+    model.zero_grad(set_to_none=True)
+    chunks = [(c, None) for c in split_into_chunks(small, 5)]
+    result = accumulated_step(model, chunks, loss_fn, forward=lambda m, c: m(*c),
+                              training_forward=lambda m, c: m.training_forward(*c))
+    assert_grads_close(param_grads(model), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(result.auxiliary, aux.detach(), rtol=1e-10, atol=1e-12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nstzoo.config import build_train_config
+from nstzoo.learner.config import build_train_config
 from nstzoo.errors import ConfigError
 
 
@@ -53,7 +53,8 @@ def test_shipped_configs_are_valid():
 
 
 def test_quickstart_config_is_valid():
-    from nstzoo.config import TrainConfig, from_dict
+    from nstzoo.config import from_dict
+    from nstzoo.learner.config import TrainConfig
     from nstzoo.quickstart import default_config
 
     raw = default_config()

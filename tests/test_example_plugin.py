@@ -86,6 +86,44 @@ def test_third_party_plugin_full_weights_path(plugin_site, tmp_path):
     assert set(methods) == {"colour-mix", "reinhard"} and json.loads(trained.stdout)["steps"] == 1
 
 
+def test_third_party_plugin_is_checked_trained_installed_and_used_through_the_cli(plugin_site, tmp_path):
+    """Its recipe trains it with `nstzoo stylizers train`: no change to nstzoo, no import of its module by nstzoo."""
+    from nstzoo.data.folder import load_image, save_image
+
+    home = tmp_path / "home"
+    shown = json.loads(nstzoo(plugin_site, home, "stylizers", "show", "colour-mix", "--json").stdout)
+    assert shown["trainable"] and shown["training"]["recipe"] == {"style_weight": 1.0, "content_weight": 0.2}
+    checked = nstzoo(plugin_site, home, "stylizers", "check", "colour-mix", "--json")
+    assert json.loads(checked.stdout)["ok"] is True
+
+    contents, styles = tmp_path / "contents", tmp_path / "styles"
+    contents.mkdir(), styles.mkdir()
+    for i in range(3):
+        save_image(smooth_image(i, 48) * 0.3 + 0.35, contents / f"c{i}.png")
+        g = torch.Generator().manual_seed(i)
+        colour = torch.rand(3, 1, 1, generator=g)
+        save_image((colour + 0.15 * torch.rand(3, 48, 48, generator=g)).clamp(0, 1), styles / f"s{i}.png")
+    run = tmp_path / "run"
+    nstzoo(plugin_site, home, "stylizers", "train", "colour-mix", "--content", str(contents), "--style", str(styles),
+           "--out", str(run), "--steps", "30", "--size", "32", "--set", "recipe.style_weight=2.0", "--install")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 31))
+    assert sum(r["total"] for r in records[-5:]) < sum(r["total"] for r in records[:5])
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["recipe"]["style_weight"] == 2.0
+    listed = {r["name"]: r for r in json.loads(nstzoo(plugin_site, home, "stylizers", "list", "--json").stdout)}
+    assert listed["colour-mix"]["weights"] == "ready"
+
+    out = tmp_path / "stylized.png"
+    nstzoo(plugin_site, home, "stylize", "-s", "colour-mix", "--content", str(contents / "c0.png"),
+           "--style", str(styles / "s1.png"), "-o", str(out), "--size", "0")
+    assert load_image(out).shape == (3, 48, 48)
+    unknown = nstzoo(plugin_site, home, "stylizers", "train", "colour-mix", "--content", str(contents), "--style",
+                     str(styles), "--out", str(tmp_path / "x"), "--set", "recipe.style_weigth=1", check=False)
+    assert unknown.returncode == 2 and "recipe.style_weight" in unknown.stderr
+
+
 def test_broken_third_party_plugin_does_not_take_the_cli_down(tmp_path):
     """A distribution whose plugin raises on import: reported by `nstzoo plugins`, the rest works."""
     site = tmp_path / "site"

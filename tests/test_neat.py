@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nstzoo.stylizer_training import train_stylizer
 from nstzoo.errors import ConfigError, WeightsError
 from nstzoo.stylizers import neat
 from nstzoo.registry import Registry
@@ -74,15 +75,15 @@ def test_bad_options_are_config_errors():
 
 
 def _config(tmp_path, out, steps):
-    return {"content_dir": str(tmp_path / "content"), "style_dir": str(tmp_path / "style"),
-            "out_dir": str(tmp_path / out), "steps": steps, "batch_size": 2, "size": 32, "lr": 1e-4,
-            "random_init_vgg": True, "seed": 5, "patch_size": 8, "patches": 4, "options": {"stages": 1}}
+    return {"content": str(tmp_path / "content"), "style": str(tmp_path / "style"),
+            "out": str(tmp_path / out), "steps": steps, "batch_size": 2, "size": 32, "lr": 1e-4,
+            "random_init_vgg": True, "seed": 5, "recipe": {"patch_size": 8, "patches": 4}, "options": {"stages": 1}}
 
 
 def test_training_all_terms_finite_decreasing_resumable_exported(tmp_path, registry):
     sinusoid_image_folder(tmp_path / "content", 10)
     sinusoid_image_folder(tmp_path / "style", 11)
-    exported = neat.SPEC.train(_config(tmp_path, "full", 5))
+    exported = train_stylizer(neat.SPEC, _config(tmp_path, "full", 5))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     for r in records:
         for term in ("pama_content", "pama_remd", "pama_moment", "pama_color", "contrast_style",
@@ -91,8 +92,8 @@ def test_training_all_terms_finite_decreasing_resumable_exported(tmp_path, regis
     totals = [r["total"] for r in records]
     assert np.mean(totals[-2:]) < np.mean(totals[:2])
 
-    neat.SPEC.train(_config(tmp_path, "split", 2))
-    resumed = neat.SPEC.train(_config(tmp_path, "split", 5))
+    train_stylizer(neat.SPEC, _config(tmp_path, "split", 2))
+    resumed = train_stylizer(neat.SPEC, _config(tmp_path, "split", 5), resume=True)
     full_model = load_stylizer("neat", weights=exported, registry=registry)
     split_model = load_stylizer("neat", weights=resumed, registry=registry)
     assert full_model.stages == 1  # the options travel with the export
@@ -106,5 +107,6 @@ def test_training_all_terms_finite_decreasing_resumable_exported(tmp_path, regis
 def test_blur_switch_off_trains(tmp_path):
     sinusoid_image_folder(tmp_path / "content", 10)
     sinusoid_image_folder(tmp_path / "style", 11)
-    path = neat.SPEC.train({**_config(tmp_path, "noblur", 1), "blur": False})
+    cfg = _config(tmp_path, "noblur", 1)
+    path = train_stylizer(neat.SPEC, {**cfg, "recipe": {**cfg["recipe"], "blur": False}})
     assert path.is_file()

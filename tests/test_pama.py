@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from nstzoo.stylizer_training import train_stylizer
 from nstzoo.errors import ConfigError, WeightsError
 from nstzoo.nn.attention import alignment_stage_keys
 from nstzoo.nn.checkpoints import decoder_keys
@@ -135,15 +136,15 @@ def test_vgg_with_foreign_key_is_refused(official_files, tmp_path):
 
 
 def _config(tmp_path: Path, out: str, steps: int) -> dict:
-    return {"content_dir": str(tmp_path / "content"), "style_dir": str(tmp_path / "style"),
-            "out_dir": str(tmp_path / out), "steps": steps, "batch_size": 2, "size": 32, "lr": 1e-4,
+    return {"content": str(tmp_path / "content"), "style": str(tmp_path / "style"),
+            "out": str(tmp_path / out), "steps": steps, "batch_size": 2, "size": 32, "lr": 1e-4,
             "random_init_vgg": True, "seed": 3}
 
 
 def test_training_decreases_loss_resumes_exactly_and_exports(tmp_path, registry):
     sinusoid_image_folder(tmp_path / "content", 0)
     sinusoid_image_folder(tmp_path / "style", 1)
-    exported = pama.SPEC.train(_config(tmp_path, "full", 5))
+    exported = train_stylizer(pama.SPEC, _config(tmp_path, "full", 5))
     records = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     for r in records:
@@ -153,8 +154,8 @@ def test_training_decreases_loss_resumes_exactly_and_exports(tmp_path, registry)
     totals = [r["total"] for r in records]
     assert np.mean(totals[-2:]) < np.mean(totals[:2])
 
-    pama.SPEC.train(_config(tmp_path, "split", 2))
-    resumed = pama.SPEC.train(_config(tmp_path, "split", 5))
+    train_stylizer(pama.SPEC, _config(tmp_path, "split", 2))
+    resumed = train_stylizer(pama.SPEC, _config(tmp_path, "split", 5), resume=True)
     full_model = load_stylizer("pama", weights=exported, registry=registry)
     split_model = load_stylizer("pama", weights=resumed, registry=registry)
     for key, value in full_model.state_dict().items():
@@ -166,6 +167,6 @@ def test_training_decreases_loss_resumes_exactly_and_exports(tmp_path, registry)
 
 def test_training_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="batchsize"):
-        pama.SPEC.train({**_config(tmp_path, "x", 1), "batchsize": 2})
+        train_stylizer(pama.SPEC, {**_config(tmp_path, "x", 1), "batchsize": 2})
     with pytest.raises(ConfigError, match="vgg"):
-        pama.SPEC.train({**_config(tmp_path, "x", 1), "random_init_vgg": False})
+        train_stylizer(pama.SPEC, {**_config(tmp_path, "x", 1), "random_init_vgg": False})

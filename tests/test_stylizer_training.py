@@ -9,6 +9,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
+from nstzoo.stylizer_training import train_stylizer
 from nstzoo.errors import ConfigError
 from nstzoo.stylizers import adain, sanet
 from nstzoo.registry import Registry
@@ -40,9 +41,9 @@ def make_folders(root: Path, n: int, size: tuple[int, int]) -> tuple[Path, Path]
 
 def config(root: Path, out: str, **overrides) -> dict:
     content_dir, style_dir = root / "content", root / "style"
-    return {"content_dir": content_dir, "style_dir": style_dir, "out_dir": root / out, "steps": 4,
+    return {"content": content_dir, "style": style_dir, "out": root / out, "steps": 4,
             "batch_size": 2, "size": 32, "load_size": 40, "lr": 1e-3, "vgg": None, "random_init_vgg": True,
-            "resume": False, "seed": 3, "device": "cpu", **overrides}
+            "seed": 3, "device": "cpu", **overrides}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def losses(run_dir: Path) -> list[float]:
 def test_adain_loss_decreases_and_export_loads(tmp_path):
     # One content and one style, no crop randomness: the loss curve reflects learning only.
     make_folders(tmp_path, 1, (32, 32))
-    out = adain.SPEC.train(config(tmp_path, "run", steps=12, load_size=32, batch_size=1))
+    out = train_stylizer(adain.SPEC, config(tmp_path, "run", steps=12, load_size=32, batch_size=1))
     curve = losses(tmp_path / "run")
     assert len(curve) == 12 and all(map(lambda v: v == v, curve))
     assert sum(curve[-3:]) / 3 < 0.8 * sum(curve[:3]) / 3
@@ -76,9 +77,9 @@ def test_adain_loss_decreases_and_export_loads(tmp_path):
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
 def test_adain_resume_matches_an_uninterrupted_run(data_root):
     with pytest.warns(RuntimeWarning, match="broken.png"):
-        straight = adain.SPEC.train(config(data_root, "straight"))
-    adain.SPEC.train(config(data_root, "split", steps=2))
-    resumed = adain.SPEC.train(config(data_root, "split", resume=True))
+        straight = train_stylizer(adain.SPEC, config(data_root, "straight"))
+    train_stylizer(adain.SPEC, config(data_root, "split", steps=2))
+    resumed = train_stylizer(adain.SPEC, config(data_root, "split"), resume=True)
     a, _ = load_safetensors(straight)
     b, _ = load_safetensors(resumed)
     assert sorted(a) == sorted(b)
@@ -90,23 +91,23 @@ def test_adain_resume_matches_an_uninterrupted_run(data_root):
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
 def test_resume_refuses_different_settings(data_root):
-    adain.SPEC.train(config(data_root, "refuse", steps=1))  # its own run: no dependence on test order
+    train_stylizer(adain.SPEC, config(data_root, "refuse", steps=1))  # its own run: no dependence on test order
     with pytest.raises(ConfigError, match="batch_size"):
-        adain.SPEC.train(config(data_root, "refuse", batch_size=1, resume=True, steps=6))
+        train_stylizer(adain.SPEC, config(data_root, "refuse", batch_size=1, steps=6), resume=True)
 
 
 def test_bad_config_is_named(data_root):
     with pytest.raises(ConfigError, match="stepz"):
-        adain.SPEC.train({**config(data_root, "x"), "stepz": 3})
+        train_stylizer(adain.SPEC, {**config(data_root, "x"), "stepz": 3})
     with pytest.raises(ConfigError, match="vgg"):
-        adain.SPEC.train(config(data_root, "x", random_init_vgg=False))
+        train_stylizer(adain.SPEC, config(data_root, "x", random_init_vgg=False))
     with pytest.raises(ConfigError, match="size"):
-        adain.SPEC.train(config(data_root, "x", size=30))
+        train_stylizer(adain.SPEC, config(data_root, "x", size=30))
 
 
 @pytest.mark.filterwarnings("ignore:skipping unreadable")
 def test_sanet_training_smoke(data_root):
-    out = sanet.SPEC.train(config(data_root, "sanet", steps=2))
+    out = train_stylizer(sanet.SPEC, config(data_root, "sanet", steps=2))
     records = [json.loads(line) for line in (data_root / "sanet" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     for r in records:

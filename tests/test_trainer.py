@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from nstzoo.config import build_train_config
+from nstzoo.learner.config import build_train_config
 from nstzoo.errors import ConfigError
-from nstzoo.learner.trainer import CHECKPOINT, Trainer, TrainingDiverged
+from nstzoo.learner.trainer import Trainer
+from nstzoo.runs import CHECKPOINT, TrainingDiverged
 from tests.learner_helpers import install_toy_registry, make_images
 
 
@@ -38,8 +39,8 @@ def test_resume_three_plus_three_equals_six(tmp_path, images):
     a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
     b = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=True)
     assert a["step"] == b["step"] == 6
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    for key in a["modules"]["model"]:
+        torch.testing.assert_close(a["modules"]["model"][key], b["modules"]["model"][key], rtol=0, atol=0)
     losses = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert losses("straight") == losses("split") and len(losses("split")) == 6
 
@@ -61,7 +62,7 @@ def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing(tmp_path
     Trainer(config(tmp_path, images, steps=1), log=lambda m: None).run()
     with pytest.raises(ConfigError, match="loss.temperature"):
         Trainer(config(tmp_path, images, steps=2, **{"loss.temperature": 0.5}), resume=True, log=lambda m: None).run()
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="is not empty"):
         Trainer(config(tmp_path, images, steps=2), log=lambda m: None).run()
 
 
@@ -78,11 +79,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, images, monkeyp
 
     monkeypatch.setattr(loss_module.SupConLoss, "forward", poisoned)
     trainer = Trainer(config(tmp_path, images, steps=5), log=lambda m: None)
-    with pytest.raises(TrainingDiverged, match="loss became nan at step 2"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 3"):
         trainer.run()
     state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
     assert state["step"] == 2
-    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(torch.isfinite(v).all() for v in state["modules"]["model"].values())
 
 
 def test_checkpoint_is_atomic(tmp_path, images, monkeypatch):

@@ -5,18 +5,25 @@ then blend it with the content through a learned per-channel gate and add a lear
 mixing residual. Its "official" checkpoint is a ``.pth`` in another key layout, so the plugin
 exercises the whole weights path: ``nstzoo weights import colour-mix colour_mix.pth`` ->
 safetensors in the store -> strict load -> ``nstzoo stylize --stylizer colour-mix``.
+
+It also brings its training objective (a :class:`~nstzoo.Recipe`), so
+``nstzoo stylizers train colour-mix --content C --style S --out RUN`` trains it with no change to
+nstzoo: match the style's colour statistics while keeping the content's structure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from nstzoo import StylizerSpec, hookimpl
+from nstzoo import Recipe, StylizerSpec, TrainParts, hookimpl
 from nstzoo.errors import WeightsError
+from nstzoo.recipes import RecipeContext
 from nstzoo.weights import read_checkpoint, unwrap_state_dict
 
 # Official key -> our key. The original was trained under DataParallel, hence "module.".
@@ -53,6 +60,36 @@ def import_official(paths: Sequence[Path]) -> dict[str, torch.Tensor]:
     return {OFFICIAL_KEYS[k]: v for k, v in state.items()}
 
 
+@dataclass
+class ColourMixTrainOptions:
+    """Loss weights (``--set recipe.style_weight=2``): colour statistics vs. content structure."""
+
+    style_weight: float = 1.0
+    content_weight: float = 0.2
+
+
+def build(model: ColourMix, ctx: RecipeContext) -> TrainParts:
+    """Every parameter is trained with one Adam; no loss network is needed."""
+    return TrainParts(model, {"total": ctx.adam(model.parameters())})
+
+
+def losses(parts: TrainParts, config, content: torch.Tensor, style: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    """Channel mean/std of the output vs. the style's (colour), pixel MSE to the content (structure)."""
+    output = parts.model(content, style)
+    style_term = (F.mse_loss(output.mean((2, 3)), style.mean((2, 3)))
+                  + F.mse_loss(output.std((2, 3)), style.std((2, 3))))
+    content_term = F.mse_loss(output - output.mean((2, 3), keepdim=True),
+                              content - content.mean((2, 3), keepdim=True))
+    options = config.recipe
+    total = options.style_weight * style_term + options.content_weight * content_term
+    return {"style": style_term, "content": content_term, "total": total}
+
+
+RECIPE = Recipe(build=build, losses=losses, options=ColourMixTrainOptions,
+                defaults={"steps": 200, "batch_size": 4, "size": 64, "lr": 1e-2, "lr_decay": 0.0,
+                          "checkpoint_every": 50})
+
+
 @hookimpl
 def register_stylizers(register):
     register(StylizerSpec(
@@ -62,5 +99,6 @@ def register_stylizers(register):
         paper="nstzoo example plugin (examples/plugin)",
         weight_files=("colour_mix.pth",),
         import_official=import_official,
-        weights_source="your own training run (the example's test writes one with random tensors)",
+        weights_source="your own training run: nstzoo stylizers train colour-mix --content C --style S --out RUN",
+        recipe=RECIPE,
     ))

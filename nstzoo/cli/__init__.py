@@ -50,6 +50,29 @@ def _add_plugin_commands(app: typer.Typer) -> None:
         raise SystemExit(2) from exc
 
 
+def warn_broken_plugins(args: Sequence[str]) -> None:
+    """One stderr line while any plugin failed to load, so a missing stylizer is never a mystery.
+
+    Skipped for ``nstzoo plugins``, which prints the errors themselves.
+    """
+    from ..registry import get_registry
+    from .common import err_console
+
+    if list(args[:1]) == ["plugins"]:
+        return
+    registry = get_registry()
+    with_errors = list(dict.fromkeys(plugin for plugin, _ in registry.errors))
+    failed = registry.failed_plugins()
+    parts = []
+    for label, names in (("failed to load", [n for n in with_errors if n in failed]),
+                         ("reported errors", [n for n in with_errors if n not in failed])):
+        if names:
+            parts.append(f"plugin{'s' if len(names) > 1 else ''} {', '.join(repr(n) for n in names)} {label}")
+    if parts:
+        err_console.print(f"warning: {'; '.join(parts)}; see `nstzoo plugins`", style="yellow", markup=False,
+                          highlight=False, soft_wrap=True)
+
+
 def report_error(exc: NstzooError) -> None:
     from .common import err_console
 
@@ -61,9 +84,11 @@ def report_error(exc: NstzooError) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point; ``argv`` for tests (defaults to ``sys.argv[1:]``)."""
     debug = os.environ.get("NSTZOO_DEBUG", "") not in ("", "0")
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
         app = build_app()
-        app(args=list(argv) if argv is not None else None, prog_name="nstzoo")
+        warn_broken_plugins(args)
+        app(args=args, prog_name="nstzoo")
     except NstzooError as exc:
         if debug:
             raise

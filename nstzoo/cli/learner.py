@@ -35,7 +35,7 @@ def train(
     json_output: JsonFlag = False,
 ) -> None:
     """Train the style encoder on on-the-fly stylizations (ALADIN-NST)."""
-    from ..config import build_train_config
+    from ..learner.config import build_train_config
     from ..learner.trainer import Trainer
 
     flags: dict[str, Any] = {"synth.stylizers": stylizers, "encoder.name": encoder, "out": str(out) if out else None,
@@ -181,12 +181,13 @@ def export_command(
 ) -> None:
     """Export a run's encoder (last checkpoint) as safetensors with its config in the header."""
     from ..eval.embed import encoder_from_checkpoint
-    from ..learner.trainer import CHECKPOINT, export_encoder
+    from ..learner.trainer import export_encoder
+    from ..runs import CHECKPOINT, CONFIG
 
     if output.suffix != ".safetensors":
         raise ConfigError(f"--output {output}: use a .safetensors file name")
-    if not (run_dir / CHECKPOINT).is_file() or not (run_dir / "config.yaml").is_file():
-        raise DataError(f"{run_dir} is not a run folder (needs config.yaml and {CHECKPOINT})")
+    if not (run_dir / CHECKPOINT).is_file() or not (run_dir / CONFIG).is_file():
+        raise DataError(f"{run_dir} is not a run folder (needs {CONFIG} and {CHECKPOINT})")
     # The checkpoint is the latest state, also for a run that stopped early.
     model, meta = encoder_from_checkpoint(run_dir)
     path = export_encoder(model, meta["config"], output, meta["step"])

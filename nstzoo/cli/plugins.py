@@ -19,9 +19,16 @@ def plugins(json_output: Annotated[bool, typer.Option("--json", help="Print JSON
     if json_output:
         print_json(rows)
         return
-    table = Table("plugin", "distribution", "version", "hooks", "registers", "errors")
+    table = Table("plugin", "distribution", "version", "hooks", "registers", "status")
     for row in rows:
         registers = ", ".join(row["stylizers"] + [f"{e} (encoder)" for e in row["encoders"]])
+        status = f"[red]{len(row['errors'])} error(s)[/red]" if row["errors"] else "[green]ok[/green]"
         table.add_row(row["name"], row["distribution"] or "-", row["version"] or "-", ", ".join(row["hooks"]),
-                      registers, "[red]" + "\n".join(row["errors"]) + "[/red]" if row["errors"] else "")
+                      registers, status)
     out_console.print(table)
+    # Error texts go below the table, one plain line each: inside a table cell rich wraps them to the
+    # terminal's (or, when piped, 80 columns') width, which breaks the very text a user searches for.
+    for row in rows:
+        for error in row["errors"]:
+            out_console.print(f"error: plugin {row['name']!r}: {error}", markup=False, highlight=False,
+                              soft_wrap=True)

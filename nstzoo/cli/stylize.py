@@ -9,6 +9,7 @@ from typing import Annotated
 import torch
 import typer
 
+from ..contract import checked_stylize
 from ..weights import load_stylizer
 from ..data.folder import save_image
 from .common import info, print_json, resolve_device
@@ -19,7 +20,9 @@ def stylize(
     content: Annotated[Path, typer.Option(help="Content image.")],
     style: Annotated[Path, typer.Option(help="Style image.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the result (.png or .jpg).")],
-    size: Annotated[int | None, typer.Option(help="Resize both images' shorter side to this many pixels first.")] = 512,
+    size: Annotated[int | None, typer.Option(
+        help="Resize both images' shorter side to this many pixels first; 0 keeps each image's own size "
+             "(the output then has the content's size).")] = 512,
     style_size: Annotated[int | None, typer.Option(help="Style image's shorter side (default: --size).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     weights: Annotated[Path | None, typer.Option(help="A safetensors file to use instead of the store's.")] = None,
@@ -40,7 +43,8 @@ def stylize(
         style_image = resize_shorter(style_image, style_size or size)
     start = time.perf_counter()
     with torch.inference_mode():
-        result = model(content_image[None].to(dev), style_image[None].to(dev))[0]
+        # Checked and clamped: a broken stylizer is reported by name instead of saving a garbage image.
+        result = checked_stylize(stylizer, model, content_image[None].to(dev), style_image[None].to(dev))[0]
     seconds = time.perf_counter() - start
     save_image(result, output)
     record = {"stylizer": stylizer, "content": str(content), "style": str(style), "output": str(output),

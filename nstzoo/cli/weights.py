@@ -44,7 +44,7 @@ def import_weights(
     spec = get_registry().stylizer(name)
     paths = list(files or [])
     if not paths and spec.locate_official is not None:
-        paths = list(spec.locate_official() or [])
+        paths = store.locate_official(spec)  # plugin code: a failure there is reported naming the plugin
         if paths:
             info(f"found the official files installed: {', '.join(str(p) for p in paths)}")
     if not paths:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import WeightsError
+from ..specs import StyleEncoder
 
 
 class _SquashedImages(Dataset):
@@ -29,11 +30,9 @@ class _SquashedImages(Dataset):
                                                antialias=True, align_corners=False)[0]
 
 
-def input_size(model: torch.nn.Module, default: int = 256) -> int:
+def input_size(model: StyleEncoder, default: int = 256) -> int:
     """The largest square side any branch of ``model`` looks at (images are squashed to it once)."""
-    config = getattr(model, "config", {}) or {}
-    sizes = [config[k] for k in ("vit_size", "vgg_size") if isinstance(config.get(k), int)]
-    return max(sizes) if sizes else default
+    return max(model.input_sizes) if model.input_sizes else default
 
 
 @torch.inference_mode()
@@ -84,16 +83,18 @@ def resolve_encoder(weights: str | Path, device: str | torch.device = "cpu") -> 
 
 def encoder_from_checkpoint(run_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a run's encoder from ``config.yaml`` and ``checkpoints/last.pt`` (eval mode, CPU)."""
-    from ..config import TrainConfig, from_dict, load_yaml
-    from ..learner.trainer import CHECKPOINT, build_encoder
+    from ..config import from_dict
+    from ..learner.config import TrainConfig
+    from ..learner.trainer import RUN_KIND, build_encoder
+    from ..runs import RunFolder, load_run_config
 
-    run_dir = Path(run_dir)
-    config = from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
+    run = RunFolder(Path(run_dir), RUN_KIND)
+    config = from_dict(TrainConfig, load_run_config(run.path))
     model = build_encoder(config)
-    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    state = run.read_checkpoint()
+    model.load_state_dict(state["modules"]["model"])
     return model.eval(), {"name": config.encoder.name, "step": int(state["step"]), "config": config,
-                          "source": str(run_dir / CHECKPOINT)}
+                          "source": str(run.checkpoint_path)}
 
 
 def evaluate_testset(weights: Path, testset: Path, *, device: Any = "cpu", batch_size: int = 32, workers: int = 2,

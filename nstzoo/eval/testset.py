@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..contract import checked_stylize
 from ..errors import DataError
 from ..weights import load_stylizer
 from .manifest import ManifestRow, write_manifest
@@ -117,7 +118,9 @@ def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: 
                 content = content_stack[index].to(device)
                 style = style_tensors[s_index][None].expand(len(index), -1, -1, -1).to(device)
                 with torch.inference_mode():
-                    result = model(content, style).float().cpu()
+                    # Checked and clamped: a broken stylizer stops the build naming itself, instead of
+                    # writing NaN-black or clipped images into a test set that looks fine.
+                    result = checked_stylize(name, model, content, style).float().cpu()
                 for i, image in zip(index, result):
                     save_image(image, targets[i])
                 made += len(index)

@@ -36,11 +36,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any, NamedTuple
+
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import get_device_states, set_device_states
 
-__all__ = ["RandContext", "accumulated_step", "split_into_chunks", "ChunkInput"]
+__all__ = ["RandContext", "accumulated_step", "split_into_chunks", "ChunkInput", "Accumulated"]
 
 #: One chunk of model input: a tensor, or a tuple of tensors passed as ``model(*chunk)``
 #: (e.g. ``(images_224, images_256)`` for a two-branch encoder). Leading dimension = chunk size.
@@ -109,6 +111,19 @@ def split_into_chunks(batch: ChunkInput, chunk_size: int) -> list[ChunkInput]:
     return list(splits[0])
 
 
+class Accumulated(NamedTuple):
+    """What :func:`accumulated_step` returns (all detached): the contrastive loss on the full batch,
+    the pass-1 embeddings ``[N, D]``, and the auxiliary loss averaged over all items (None if none)."""
+
+    loss: Tensor
+    embeddings: Tensor
+    auxiliary: Tensor | None
+
+
+def _default_forward(model: nn.Module, chunk: ChunkInput) -> Tensor:
+    return model(*_as_tuple(chunk))
+
+
 def _check_model(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
@@ -126,7 +141,9 @@ def accumulated_step(
     *,
     scaler: torch.amp.GradScaler | None = None,
     autocast: AbstractContextManager | Callable[[], AbstractContextManager] | None = None,
-) -> tuple[Tensor, Tensor]:
+    forward: Callable[[nn.Module, Any], Tensor] | None = None,
+    training_forward: Callable[[nn.Module, Any], tuple[Tensor, Tensor | None]] | None = None,
+) -> Accumulated:
     """Accumulate into ``.grad`` the gradient of ``loss_fn`` on the full batch, chunk by chunk.
 
     See the module docstring for the algorithm (GradCache, Gao et al. 2021; ALADIN §3.2.1). The
@@ -145,18 +162,29 @@ def accumulated_step(
         scaler: optional ``torch.amp.GradScaler``: the loss is scaled before the cache backward,
             so the parameter gradients come out scaled; call ``scaler.step`` and ``scaler.update``
             once afterwards.
+        forward: ``forward(model, chunk) -> [n, D]`` for pass 1; default ``model(*chunk)``. Callers
+            customise how a chunk reaches the model by passing functions, not by the model being probed.
+        training_forward: ``training_forward(model, chunk) -> (embeddings, auxiliary)`` for pass 2;
+            ``auxiliary`` is None or a scalar, the mean of a per-item objective over the chunk (e.g.
+            ALADIN's reconstruction). The full objective is ``loss_fn(all embeddings) + mean over all
+            items of the auxiliary term``: each chunk's term is weighted by its share of the batch.
+            Default: ``(forward(model, chunk), None)``.
         autocast: optional autocast for the model's forward passes (both passes), either a context
             manager instance that can be entered repeatedly (``torch.autocast("cuda",
             dtype=torch.bfloat16)``) or a zero-argument factory returning one. The loss runs
             outside it.
 
     Returns:
-        ``(loss, embeddings)``: the full-batch loss (detached, unscaled) and the pass-1 embeddings
-        ``[N, D]`` (detached), for logging and metrics.
+        :class:`Accumulated` ``(loss, embeddings, auxiliary)``: the full-batch loss (detached,
+        unscaled), the pass-1 embeddings ``[N, D]`` (detached), for logging and metrics, and the
+        batch-mean auxiliary loss (or None).
     """
     if len(chunks) == 0:
         raise ValueError("chunks is empty")
     _check_model(model)
+    forward = forward or _default_forward
+    if training_forward is None:
+        training_forward = lambda m, c: (forward(m, c), None)  # noqa: E731
 
     def autocast_ctx() -> AbstractContextManager:
         if autocast is None:
@@ -174,9 +202,9 @@ def accumulated_step(
     with torch.no_grad():
         for chunk in chunks:
             inputs = _as_tuple(chunk)
-            rng_states.append(RandContext(*inputs, *extra))
+            rng_states.append(RandContext(*[t for t in inputs if isinstance(t, Tensor)], *extra))
             with autocast_ctx():
-                emb = model(*inputs)
+                emb = forward(model, chunk)
             if not isinstance(emb, Tensor) or emb.dim() != 2 or emb.shape[0] != inputs[0].shape[0]:
                 raise ValueError(f"model must return [n, D] embeddings for a chunk of {inputs[0].shape[0]}, "
                                  f"got {type(emb).__name__} {tuple(getattr(emb, 'shape', ()))}")
@@ -195,13 +223,20 @@ def accumulated_step(
     cached_chunks = cached.split([e.shape[0] for e in pass1])
 
     # Pass 2: the same forward with autograd, under the same RNG, fed the cached gradient.
+    total = embeddings.shape[0]
+    auxiliary_sum: Tensor | None = None
     for chunk, rng, grad in zip(chunks, rng_states, cached_chunks):
-        inputs = _as_tuple(chunk)
         with rng, autocast_ctx():
-            emb = model(*inputs)
+            emb, auxiliary = training_forward(model, chunk)
         if not emb.requires_grad:
             raise ValueError("model output does not require grad: no trainable parameter reaches it")
         # emb.backward(grad) is the vector-Jacobian product of sum(emb * grad) without forming it.
-        emb.backward(grad.to(emb.dtype))
+        outputs, grads = [emb], [grad.to(emb.dtype)]
+        if auxiliary is not None:
+            share = auxiliary * (emb.shape[0] / total)
+            outputs.append(scaler.scale(share) if scaler is not None else share)
+            grads.append(torch.ones_like(outputs[-1]))
+            auxiliary_sum = share.detach() if auxiliary_sum is None else auxiliary_sum + share.detach()
+        torch.autograd.backward(outputs, grads)
 
-    return loss.detach(), embeddings.detach()
+    return Accumulated(loss.detach(), embeddings.detach(), auxiliary_sum)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..contract import OutputGuard, plugin_code
+
 
 @dataclass
 class SynthBatch:
@@ -65,6 +67,9 @@ class BatchSynthesizer:
         self.probs = probs / probs.sum()
         self.autocast_dtype = autocast_dtype
         self.seed = seed
+        # Every output is checked against the stylizer contract (shape, finite, [0, 1]) and clamped;
+        # on CUDA the value checks are read back only once finished, so the step still never syncs.
+        self.guard = OutputGuard()
 
     def draw_methods(self, n: int, step: int) -> torch.Tensor:
         """``[n]`` int64 stylizer indices for step ``step`` (CPU, deterministic in (seed, step))."""
@@ -87,6 +92,7 @@ class BatchSynthesizer:
         b = contents.shape[0]
         if b % 2 or styles.shape[0] * 2 != b:
             raise ValueError(f"need B contents and B/2 styles with B even, got {b} and {styles.shape[0]}")
+        self.guard.poll()  # report a bad output of an earlier step as soon as its check has finished
         if methods is None:
             methods = self.draw_methods(b, step)
         methods = methods.to("cpu", torch.int64)
@@ -100,8 +106,10 @@ class BatchSynthesizer:
                 continue
             on_device = members.to(self.device, non_blocking=True)
             sub_styles = styles.index_select(0, style_of_sample[members].to(self.device, non_blocking=True))
-            with self._autocast():
-                out = self.stylizers[name](contents.index_select(0, on_device), sub_styles)
+            sub_contents = contents.index_select(0, on_device)
+            with self._autocast(), plugin_code(None, name, "forward"):
+                out = self.stylizers[name](sub_contents, sub_styles)
+            out = self.guard(name, sub_contents, out)
             stylized.index_copy_(0, on_device, out.float())
         style_ids = style_ids.to(torch.int64)
         return SynthBatch(

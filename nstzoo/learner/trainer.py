@@ -1,52 +1,41 @@
 """The ALADIN-NST trainer: synthesize, embed, SupCon over style ids with logit accumulation, Adam.
 
-A run folder holds::
-
-    config.yaml          the resolved configuration (what --resume compares against)
-    meta.json            seed, package versions, plugin versions, start time
-    metrics.jsonl        one JSON record per step: loss, lr, throughput, methods drawn, skipped files
-    checkpoints/last.pt  model, optimizer, scheduler, scaler, RNG states, step (atomic: temp + rename)
-    encoder.safetensors  the encoder with its config in the header (written at the end)
-
-A NaN or infinite loss stops the run before the optimizer step, so ``checkpoints/last.pt`` still
-holds the last good state.
+The run folder, resume rule, checkpoints and divergence handling are the run engine's
+(:mod:`nstzoo.runs`); this module owns the step. ``encoder.safetensors`` is written at the end with the
+encoder's ``export_config()`` in its header. A non-finite loss, gradient or parameter stops the run
+before the optimizer step, so ``checkpoints/last.pt`` still holds the last good state.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from .. import __version__
-from ..config import RESUME_KEYS, TrainConfig, get_path, resolve_device, to_dict
-from ..errors import ConfigError, DataError, NstzooError
+from ..config import resolve_device, to_dict
+from ..errors import ConfigError, DataError
 from ..registry import get_registry
-from .synth import BatchSynthesizer, encoder_batch, method_histogram
-from ..files import atomic_write, drop_jsonl_records
+from ..runs import RunFolder, TrainingDiverged, all_finite
+from ..specs import StyleEncoder
 from ..weights import load_stylizer, save_safetensors
 from .accumulate import accumulated_step, split_into_chunks
+from .config import MAY_CHANGE_ON_RESUME, TrainConfig
 from .loss import SupConLoss
+from .synth import BatchSynthesizer, encoder_batch, method_histogram
 
-CHECKPOINT = "checkpoints/last.pt"
 ENCODER_EXPORT = "encoder.safetensors"
-
-
-class TrainingDiverged(NstzooError):
-    """The loss became NaN or infinite."""
+RUN_KIND = "encoder"
 
 
 @dataclass
 class StepRecord:
+    """One line of ``metrics.jsonl``: ``step`` counts optimizer steps completed (1-based)."""
+
     step: int
     loss: float
     lr: float
@@ -54,19 +43,13 @@ class StepRecord:
     images_per_s: float
     methods: dict[str, int]
     skipped: int
+    auxiliary_loss: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version(), "nstzoo": __version__}
-    for name in ("torch", "torchvision", "timm", "pluggy", "safetensors", "faiss-cpu", "numpy"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+        record = dict(self.__dict__)
+        if record["auxiliary_loss"] is None:
+            del record["auxiliary_loss"]
+        return record
 
 
 def cpu_has_native_bf16() -> bool:
@@ -91,46 +74,30 @@ def collect_images(folders: list[str], what: str, extra: list[Path] = ()) -> lis
     return paths
 
 
-def build_encoder(config: TrainConfig) -> torch.nn.Module:
+def build_encoder(config: TrainConfig) -> StyleEncoder:
+    """The configured encoder, built by its plugin's factory; a factory that breaks the contract is named."""
+    from ..errors import PluginError
+
     spec = get_registry().encoder(config.encoder.name)
-    return spec.factory(**config.encoder.options)
+    try:
+        model = spec.factory(**config.encoder.options)
+    except TypeError as exc:
+        raise ConfigError(f"encoder {config.encoder.name!r}: bad encoder.options {config.encoder.options!r} ({exc})",
+                          hint=f"see `nstzoo encoders list --json` for {config.encoder.name}'s options") from exc
+    if not isinstance(model, StyleEncoder):
+        raise PluginError(f"encoder {config.encoder.name!r}: its factory returned {type(model).__name__}, "
+                          "not a nstzoo.specs.StyleEncoder")
+    return model
 
 
-def export_encoder(model: torch.nn.Module, config: TrainConfig, path: Path, step: int) -> Path:
-    """Write the encoder with ``{"encoder": name, "options": ...}`` in the header (load with load_encoder).
+def export_encoder(model: StyleEncoder, config: TrainConfig, path: Path, step: int) -> Path:
+    """Write the encoder with ``{"encoder": name, "options": export_config(), "step"}`` in the header.
 
-    A module's ``export_config()``, when it has one, gives the options that rebuild its architecture
-    without the weight files it was first built from (the state dict carries every weight).
+    ``export_config()`` gives the options that rebuild the architecture without the weight files it
+    was first built from (the state dict carries every weight); :func:`nstzoo.load_encoder` reads it.
     """
-    options = model.export_config() if hasattr(model, "export_config") else dict(config.encoder.options)
     return save_safetensors(path, model.state_dict(), kind="encoder", name=config.encoder.name,
-                            config={"encoder": config.encoder.name, "options": options, "step": step})
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _check_resume(run_dir: Path, config: TrainConfig) -> None:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        raise ConfigError(f"cannot resume: {saved_path} not found")
-    saved = yaml.safe_load(saved_path.read_text())
-    current = to_dict(config)
-    diffs = [f"{k}: run has {get_path(saved, k)!r}, now {get_path(current, k)!r}"
-             for k in RESUME_KEYS if get_path(saved, k) != get_path(current, k)]
-    if diffs:
-        raise ConfigError(f"cannot resume {run_dir}: key settings differ — " + "; ".join(diffs),
-                          hint="resume with the run's own settings, or start a new run folder")
+                            config={"encoder": config.encoder.name, "options": model.export_config(), "step": step})
 
 
 class Trainer:
@@ -173,7 +140,8 @@ class Trainer:
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
-            raise ConfigError(f"encoder {cfg.encoder.name!r} has no trainable parameters with these options")
+            raise ConfigError(f"encoder {cfg.encoder.name!r} has no trainable parameters with these options",
+                              hint="training-free encoders (floors) are evaluated directly: nstzoo eval --encoder NAME")
         self.optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         decay, every = cfg.optim.lr_decay, cfg.optim.decay_every
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: decay ** (s // every))
@@ -188,97 +156,87 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, Any]:
+        return {"modules": {"model": self.model.state_dict()},
+                "optimizers": {"total": self.optimizer.state_dict()},
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
     def save_checkpoint(self, step: int) -> Path:
-        state = {
-            "step": step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": _rng_state(),
-        }
-        return atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        """Checkpoint after ``step`` completed optimizer steps (atomic; refused when non-finite)."""
+        return self.run_folder.save_checkpoint(step, self._state())
 
     def load_checkpoint(self) -> int:
-        path = self.run_dir / CHECKPOINT
-        if not path.is_file():
-            raise ConfigError(f"cannot resume: no checkpoint at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = self.run_folder.read_checkpoint()
+        self.model.load_state_dict(state["modules"]["model"])
+        self.optimizer.load_state_dict(state["optimizers"]["total"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        self.run_folder.restore_rng(state)
         return int(state["step"])
-
-    def _write_run_files(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.run_dir / "config.yaml",
-                     lambda tmp: Path(tmp).write_text(yaml.safe_dump(to_dict(self.config), sort_keys=False)))
-        meta = {"seed": self.config.seed, "device": str(self.device), "versions": package_versions(),
-                "plugins": get_registry().plugin_versions(), "resumed_from": self.start_step or None,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        atomic_write(self.run_dir / "meta.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
 
     # ------------------------------------------------------------------ loop
     def train_step(self, step: int, batch: dict[str, Any]) -> StepRecord:
+        """One optimizer step on the batch of step index ``step`` (0-based); the record says ``step + 1``."""
         started = time.perf_counter()
         synth = self.synth(batch["contents"], batch["styles"], batch["content_ids"], batch["style_ids"], step=step)
         images, labels, is_source = encoder_batch(synth)
         self.optimizer.zero_grad(set_to_none=True)
         chunks = split_into_chunks(images, self.config.chunk_size)
-        if hasattr(self.model, "frozen_features"):
-            # Features of frozen branches are computed once, not again in the gradient pass.
-            with self._autocast():
-                frozen = [self.model.frozen_features(chunk) for chunk in chunks]
-            chunks = [(chunk, feats) if feats is not None else chunk for chunk, feats in zip(chunks, frozen)]
-        loss, _ = accumulated_step(self.model, chunks,
-                                   lambda emb: self.loss(emb, labels, is_source),
-                                   scaler=self.scaler, autocast=self._autocast)
+        # Features of frozen branches are computed once, not again in the gradient pass.
+        with self._autocast():
+            frozen = [self.model.frozen_features(chunk) for chunk in chunks]
+        loss, _, auxiliary = accumulated_step(
+            self.model, list(zip(chunks, frozen)), lambda emb: self.loss(emb, labels, is_source),
+            scaler=self.scaler, autocast=self._autocast,
+            forward=lambda model, chunk: model(*chunk),
+            training_forward=lambda model, chunk: model.training_forward(*chunk))
         value = float(loss)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"loss became {value} at step {step}; stopped before the optimizer step",
-                hint=f"the last good checkpoint is {self.run_dir / CHECKPOINT}; lower optim.lr or check the data")
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not (torch.isfinite(loss) and all_finite(grads)):
+            what = f"loss became {value}" if not torch.isfinite(loss) else "a gradient became non-finite"
+            raise TrainingDiverged(f"{what} at step {step + 1}; stopped before the optimizer step",
+                                   hint=self.run_folder.divergence_hint())
         self.optimizer.step()
         self.scheduler.step()
         seconds = time.perf_counter() - started
-        return StepRecord(step=step, loss=value, lr=self.scheduler.get_last_lr()[0], seconds=round(seconds, 4),
+        return StepRecord(step=step + 1, loss=value, lr=self.scheduler.get_last_lr()[0], seconds=round(seconds, 4),
                           images_per_s=round(len(images) / max(seconds, 1e-9), 2), methods=method_histogram(synth),
-                          skipped=len(batch["skipped"]))
+                          skipped=len(batch["skipped"]),
+                          auxiliary_loss=None if auxiliary is None else float(auxiliary))
 
     def run(self) -> Path:
         from ..data.steps import step_loader
+        from ..registry import get_registry
 
-        self._prepare()
-        if self.resume:
-            _check_resume(self.run_dir, self.config)
-            self.start_step = self.load_checkpoint()
-            # Records of steps that will be run again are dropped (steps are 0-based here).
-            drop_jsonl_records(self.run_dir / "metrics.jsonl", lambda r: r["step"] < self.start_step)
-            self.log(f"resuming {self.run_dir} at step {self.start_step}")
-        elif (self.run_dir / CHECKPOINT).exists():
-            raise ConfigError(f"{self.run_dir} already holds a run", hint="pass --resume to continue it, or choose another --out")
-        self._write_run_files()
         cfg = self.config
-        total_skipped = 0
-        with open(self.run_dir / "metrics.jsonl", "a") as metrics:
-            for batch in step_loader(self.data, self.start_step, cfg.steps, cfg.data.workers):
-                step = int(batch["step"])
-                record = self.train_step(step, batch)
-                total_skipped += record.skipped
-                if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                    metrics.write(json.dumps(record.as_dict()) + "\n")
-                    metrics.flush()
-                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                    self.save_checkpoint(step + 1)
-                if self.on_step is not None:
-                    self.on_step(record)
-        if total_skipped:
-            self.log(f"skipped {total_skipped} unreadable image(s) during training (see warnings)")
-        self.model.eval()
-        return export_encoder(self.model, cfg, self.run_dir / ENCODER_EXPORT, cfg.steps)
+        self.run_folder = RunFolder(self.run_dir, RUN_KIND, MAY_CHANGE_ON_RESUME)
+        # The folder is checked and locked before anything slow is built.
+        with self.run_folder.open(to_dict(cfg), resume=self.resume, seed=cfg.seed, device=str(self.device),
+                                  extra_meta={"plugins": get_registry().plugin_versions()}) as run:
+            self._prepare()
+            if self.resume:
+                self.start_step = self.load_checkpoint()
+                self.log(f"resuming {self.run_dir} at step {self.start_step}")
+            total_skipped = 0
+            with run.open_metrics() as metrics:
+                for batch in step_loader(self.data, self.start_step, cfg.steps, cfg.data.workers):
+                    record = self.train_step(int(batch["step"]), batch)
+                    total_skipped += record.skipped
+                    done = record.step
+                    if done % cfg.log_every == 0 or done == cfg.steps:
+                        run.log(metrics, record.as_dict())
+                    if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                        self.save_checkpoint(done)
+                    if self.on_step is not None:
+                        self.on_step(record)
+            if total_skipped:
+                self.log(f"skipped {total_skipped} unreadable image(s) during training (see warnings)")
+            self.model.eval()
+            # A resume with fewer steps than done exports the checkpoint's step, not the requested one.
+            final_step = max(cfg.steps, self.start_step)
+            return export_encoder(self.model, cfg, self.run_dir / ENCODER_EXPORT, final_step)
 
 
 def train(config: TrainConfig, **kwargs: Any) -> Path:

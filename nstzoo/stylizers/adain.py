@@ -7,9 +7,11 @@ the slots up to relu4_1 are kept) and ``decoder.pth``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -19,7 +21,9 @@ from ..nn.decoder import adain_decoder
 from ..nn.sizing import pad_to_multiple
 from ..nn.stats import adain
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
-from ..specs import StylizerSpec
+from ..nn.losses.statistics import mean_std_loss
+from ..recipes import vgg_generator_parts
+from ..specs import Recipe, StylizerSpec, TrainParts
 
 PAPER = ("Xun Huang, Serge Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance "
          "Normalization. ICCV 2017. arXiv:1703.06868")
@@ -72,10 +76,32 @@ def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
     return {**prefixed(vgg, "encoder."), **prefixed(decoder, "decoder.")}
 
 
-def _train(config: dict[str, Any]) -> Path:
-    from ..stylizer_training import train_stylizer
+# ----------------------------------------------------------------------------- training recipe
+@dataclass
+class AdaINTrainOptions:
+    """AdaIN's objective: ``content_weight * Lc + style_weight * Ls`` (train.py defaults: 1 and 10)."""
 
-    return train_stylizer("adain", config)
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+
+
+def adain_losses(parts: TrainParts, cfg: Any, content: Tensor, style: Tensor, step: int) -> dict[str, Tensor]:
+    """Lc: MSE between the output's relu4_1 and the AdaIN target; Ls: channel mean/std MSE over relu1_1..relu4_1."""
+    model, vgg = parts.model, parts.loss_network
+    style_feats = vgg.taps(style, LOSS_LAYERS)
+    target = adain(vgg.taps(content, ["relu4_1"])[0], style_feats[-1])
+    output_feats = vgg.taps(model.decoder(target), LOSS_LAYERS)
+    content_loss = F.mse_loss(output_feats[-1], target)
+    style_loss = mean_std_loss(output_feats, style_feats)
+    options = cfg.recipe
+    total = options.content_weight * content_loss + options.style_weight * style_loss
+    return {"content": content_loss, "style": style_loss, "total": total}
+
+
+LOSS_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+# The original script resizes the shorter side to 512 and crops 256 (load_scale 2), batch 8, 160k steps.
+RECIPE = Recipe(build=vgg_generator_parts, losses=adain_losses, options=AdaINTrainOptions,
+                defaults={"steps": 160_000, "batch_size": 8, "checkpoint_every": 1000}, load_scale=2)
 
 
 SPEC = StylizerSpec(
@@ -86,7 +112,7 @@ SPEC = StylizerSpec(
     weight_files=("vgg_normalised.pth", "decoder.pth"),
     import_official=import_official,
     default_options={"alpha": 1.0},
-    train=_train,
+    recipe=RECIPE,
     weights_source=WEIGHTS_SOURCE,
 )
 
@@ -96,4 +122,4 @@ def register_stylizers(register: Any) -> None:
     register(SPEC)
 
 
-__all__ = ["AdaINStylizer", "import_official", "SPEC", "register_stylizers"]
+__all__ = ["AdaINStylizer", "AdaINTrainOptions", "adain_losses", "import_official", "RECIPE", "SPEC", "register_stylizers"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,12 @@ from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
 from ..nn.decoder import adain_decoder
 from ..nn.sizing import attention_working_size, pad_to_multiple, resize_to
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
-from ..specs import StylizerSpec
+from ..nn.losses.histogram import RGBuvHistogram
+from ..nn.losses.manifold import (PAMA_LOSS_LAYERS, PAMA_STAGE_WEIGHTS, RECONSTRUCTION_FEATURE_WEIGHT,
+                                  RECONSTRUCTION_PIXEL_WEIGHT, pama_stage_loss)
+from ..nn.losses.statistics import mse_feature_loss
+from ..recipes import RecipeContext, vgg_generator_parts
+from ..specs import Recipe, StylizerSpec, TrainParts
 
 PAPER = ("Xuan Luo, Zhen Han, Lingkang Yang, Lingling Zhang. Consistent Style Transfer / Progressive "
          "Attentional Manifold Alignment for Arbitrary Style Transfer. ACCV 2022. arXiv:2112.04769")
@@ -140,6 +146,24 @@ def _is_stage_file(path: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- training
+@dataclass
+class PAMATrainOptions:
+    """PAMA's switches: ``color`` turns on the RGB-uv histogram colour loss (the released default)."""
+
+    color: bool = True
+
+
+def _build(model: nn.Module, ctx: RecipeContext) -> TrainParts:
+    parts = vgg_generator_parts(model, ctx)
+    if ctx.config.recipe.color:
+        parts.modules["histogram"] = RGBuvHistogram().to(ctx.device)
+    return parts
+
+
+def _losses(parts: TrainParts, cfg: Any, content: Tensor, style: Tensor, step: int) -> dict[str, Tensor]:
+    return pama_training_terms(parts.model, parts.loss_network, content, style, parts.modules.get("histogram"))
+
+
 def pama_training_terms(model: PAMAStylizer, loss_vgg: NormalisedVGG19, content: Tensor, style: Tensor,
                         histogram: Any | None) -> dict[str, Tensor]:
     """PAMA's training objective for a batch (sizes multiples of 8): every term and ``"total"``.
@@ -149,9 +173,6 @@ def pama_training_terms(model: PAMAStylizer, loss_vgg: NormalisedVGG19, content:
     the stage's weight sum; plus reconstruction of content and style from their own features
     (0.5 x feature MSE per layer, 25 x pixel MSE).
     """
-    from ..nn.losses.manifold import (PAMA_LOSS_LAYERS, PAMA_STAGE_WEIGHTS, RECONSTRUCTION_FEATURE_WEIGHT,
-                                     RECONSTRUCTION_PIXEL_WEIGHT, mse_feature_loss, pama_stage_loss)
-
     with torch.no_grad():
         content_loss_feats = loss_vgg.taps(content, PAMA_LOSS_LAYERS)
         style_loss_feats = loss_vgg.taps(style, PAMA_LOSS_LAYERS)
@@ -175,10 +196,10 @@ def pama_training_terms(model: PAMAStylizer, loss_vgg: NormalisedVGG19, content:
     return terms
 
 
-def _train(config: dict[str, Any]) -> Path:
-    from ..stylizer_training import train_stylizer
-
-    return train_stylizer("pama", config)
+# Short runs by default (the released models trained far longer); crops at `size` after resizing the
+# shorter side to `size`, as the original script does.
+RECIPE = Recipe(build=_build, losses=_losses, options=PAMATrainOptions,
+                defaults={"steps": 1000, "batch_size": 4, "checkpoint_every": 500})
 
 
 SPEC = StylizerSpec(
@@ -189,7 +210,7 @@ SPEC = StylizerSpec(
     weight_files=WEIGHT_FILES,
     import_official=import_official,
     default_options={"max_tokens": DEFAULT_MAX_TOKENS},
-    train=_train,
+    recipe=RECIPE,
     weights_source=WEIGHTS_SOURCE,
 )
 
@@ -199,4 +220,5 @@ def register_stylizers(register: Any) -> None:
     register(SPEC)
 
 
-__all__ = ["PAMAStylizer", "import_official", "pama_training_terms", "SPEC", "register_stylizers"]
+__all__ = ["PAMAStylizer", "PAMATrainOptions", "import_official", "pama_training_terms", "RECIPE", "SPEC",
+           "register_stylizers"]

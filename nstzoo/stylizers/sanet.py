@@ -7,6 +7,7 @@ There is no official code; the de-facto reference and checkpoints are GlebSBryki
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from ..nn.decoder import adain_decoder
 from ..nn.sizing import attention_working_size, pad_to_multiple, resize_to
 from ..nn.stats import mean_variance_norm
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
-from ..specs import StylizerSpec
+from ..nn.losses.statistics import mean_std_loss, mse_feature_loss
+from ..recipes import vgg_generator_parts
+from ..specs import Recipe, StylizerSpec, TrainParts
 
 PAPER = ("Dae Young Park, Kwang Hee Lee. Arbitrary Style Transfer with Style-Attentional Networks. "
          "CVPR 2019. arXiv:1812.02342")
@@ -175,10 +178,45 @@ def _mumair_to_gleb(key: str) -> str:
     return key
 
 
-def _train(config: dict[str, Any]) -> Path:
-    from ..stylizer_training import train_stylizer
+# ----------------------------------------------------------------------------- training recipe
+@dataclass
+class SANetTrainOptions:
+    """SANet's objective: ``content_weight*Lc + style_weight*Ls + 50*Lid1 + 1*Lid2`` (paper: 1, 3, 50, 1)."""
 
-    return train_stylizer("sanet", config)
+    content_weight: float = 1.0
+    style_weight: float = 3.0
+    identity_pixel_weight: float = 50.0
+    identity_feature_weight: float = 1.0
+
+
+def sanet_losses(parts: TrainParts, cfg: Any, content: Tensor, style: Tensor, step: int) -> dict[str, Tensor]:
+    """Lc on normalised relu4_1 and relu5_1, Ls over relu1_1..relu5_1, identity losses on pixels (Lid1)
+    and features (Lid2) of the content and style stylised with themselves."""
+    model, vgg = parts.model, parts.loss_network
+    content_feats, style_feats = vgg.taps(content, LOSS_LAYERS), vgg.taps(style, LOSS_LAYERS)
+
+    def decode(c: list[Tensor], s: list[Tensor]) -> Tensor:
+        return model.decoder(model.transform(c[3], s[3], c[4], s[4]))
+
+    output_feats = vgg.taps(decode(content_feats, style_feats), LOSS_LAYERS)
+    content_loss = sum(F.mse_loss(mean_variance_norm(output_feats[i]), mean_variance_norm(content_feats[i]))
+                       for i in (3, 4))
+    style_loss = mean_std_loss(output_feats, style_feats)
+    content_id, style_id = decode(content_feats, content_feats), decode(style_feats, style_feats)
+    identity1 = F.mse_loss(content_id, content) + F.mse_loss(style_id, style)
+    identity2 = mse_feature_loss(vgg.taps(content_id, LOSS_LAYERS), content_feats) + \
+        mse_feature_loss(vgg.taps(style_id, LOSS_LAYERS), style_feats)
+    o = cfg.recipe
+    total = (o.content_weight * content_loss + o.style_weight * style_loss + o.identity_pixel_weight * identity1
+             + o.identity_feature_weight * identity2)
+    return {"content": content_loss, "style": style_loss, "identity1": identity1, "identity2": identity2,
+            "total": total}
+
+
+LOSS_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+# The original script resizes the shorter side to 512 and crops 256 (load_scale 2), batch 8, 160k steps.
+RECIPE = Recipe(build=vgg_generator_parts, losses=sanet_losses, options=SANetTrainOptions,
+                defaults={"steps": 160_000, "batch_size": 8, "checkpoint_every": 1000}, load_scale=2)
 
 
 SPEC = StylizerSpec(
@@ -189,7 +227,7 @@ SPEC = StylizerSpec(
     weight_files=("vgg_normalised.pth", "decoder_iter_500000.pth", "transformer_iter_500000.pth"),
     import_official=import_official,
     default_options={"max_tokens": DEFAULT_MAX_TOKENS},
-    train=_train,
+    recipe=RECIPE,
     weights_source=WEIGHTS_SOURCE,
 )
 
@@ -199,4 +237,5 @@ def register_stylizers(register: Any) -> None:
     register(SPEC)
 
 
-__all__ = ["SANetBlock", "SANetTransform", "SANetStylizer", "import_official", "SPEC", "register_stylizers"]
+__all__ = ["SANetBlock", "SANetTransform", "SANetStylizer", "SANetTrainOptions", "sanet_losses", "import_official",
+           "RECIPE", "SPEC", "register_stylizers"]

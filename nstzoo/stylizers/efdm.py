@@ -1,0 +1,120 @@
+"""EFDM (Zhang et al., CVPR 2022): the AdaIN architecture with AdaIN replaced by exact feature
+distribution matching (Sort-Matching) at VGG relu4_1.
+
+Official code: YBZh/EFDM, folder ``ArbitraryStyleTransfer`` (a fork of naoto0804/pytorch-AdaIN,
+same networks and same checkpoint layout). Official files:
+
+- ``vgg_normalised.pth``: the 53-slot normalised VGG-19 (keys ``0.weight`` ... ``51.bias``); only
+  the slots up to relu4_1 are kept, as the released test script does (``children()[:31]``).
+- the EFDM decoder (README: Google Drive / Baidu links): the 29-slot AdaIN decoder saved by
+  ``train.py`` as ``decoder_iter_<N>.pth.tar`` (``--max_iter`` defaults to 160000), keys
+  ``{1,5,8,11,14,18,21,25,28}.{weight,bias}``. Assumption: the released file keeps that layout
+  (the name on the drive is not known offline; files are recognised by their keys, not names).
+
+The matching op itself lives in :mod:`nstzoo.nn.efdm`; how unequal content/style sizes are handled
+(the released code asserts equal sizes) is described there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
+from ..nn.decoder import adain_decoder
+from ..nn.efdm import exact_feature_distribution_matching
+from ..nn.sizing import pad_to_multiple
+from ..nn.vgg import NormalisedVGG19, select_vgg_keys
+from ..specs import StylizerSpec
+
+PAPER = ("Yabin Zhang, Minghan Li, Ruihuang Li, Kui Jia, Lei Zhang. Exact Feature Distribution Matching "
+         "for Arbitrary Style Transfer and Domain Generalization. CVPR 2022. arXiv:2203.07740")
+WEIGHTS_SOURCE = ("https://github.com/YBZh/EFDM/tree/main/ArbitraryStyleTransfer (README: EFDM decoder on "
+                  "Google Drive https://drive.google.com/file/d/18nJHi8vHVvyRnOGgbNqkWyc61NAhRCzV or Baidu "
+                  "https://pan.baidu.com/s/1qHlMiFaIvieAWakh_PCeTQ code vayi; vgg_normalised.pth "
+                  "https://drive.google.com/file/d/1EpkBA2K2eYILDSyPTt0fztz59UjAIpZU)")
+WEIGHT_FILES = ("vgg_normalised.pth", "decoder_iter_160000.pth.tar")
+
+
+class EFDMStylizer(nn.Module):
+    """``forward(content [B,3,H,W], style [B,3,H',W'])`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+    relu4_1 features of the content take the exact per-channel value distribution of the style's
+    (:func:`~nstzoo.nn.efdm.exact_feature_distribution_matching`), then the AdaIN decoder renders
+    them. Parameters: VGG to relu4_1 3,505,740 + decoder 3,505,219 = 7,010,959.
+
+    Args:
+        alpha: content-style trade-off in [0, 1] (the released ``--alpha``): the decoder sees
+            ``alpha * efdm(c, s) + (1 - alpha) * c``; 0 reconstructs the content.
+
+    Any input size works: the content is reflection-padded to a multiple of 8 (the decoder's
+    stride) and the result cropped back; the style is used at its own size (sorting costs
+    ``N log N``, so no working-size cap is needed).
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ConfigError(f"efdm: option alpha must be in [0, 1], got {alpha!r}")
+        self.alpha = float(alpha)
+        self.encoder = NormalisedVGG19("relu4_1")
+        self.decoder = adain_decoder()
+
+    def transfer_features(self, content: Tensor, style: Tensor, alpha: float | None = None) -> Tensor:
+        """relu4_1 target features ``[B,512,ceil(H/8),ceil(W/8)]`` for images in [0, 1]."""
+        alpha = self.alpha if alpha is None else alpha
+        content_feat = self.encoder(content)
+        target = exact_feature_distribution_matching(content_feat, self.encoder(style))
+        return alpha * target + (1.0 - alpha) * content_feat
+
+    def stylize_unclamped(self, content: Tensor, style: Tensor) -> Tensor:
+        """Raw decoder output for a content whose sides are multiples of 8 (no padding, no clamp)."""
+        return self.decoder(self.transfer_features(content, style))
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        padded, (h, w) = pad_to_multiple(content, 8)
+        return self.stylize_unclamped(padded, style)[..., :h, :w].clamp(0.0, 1.0)
+
+
+def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
+    """``vgg_normalised.pth`` + the EFDM decoder (any order, any names) -> this module's state dict.
+
+    Every key is checked: a missing or unexpected decoder key, or a missing / foreign VGG key, is a
+    :class:`~nstzoo.errors.WeightsError` naming the file and the key.
+    """
+    files = identify_files(
+        paths,
+        roles={"vgg": lambda _p, s: "0.weight" in s, "decoder": lambda _p, s: "1.weight" in s and "0.weight" not in s},
+        expected_names=dict(zip(("vgg", "decoder"), WEIGHT_FILES)),
+    )
+    vgg_path, vgg_state = files["vgg"]
+    dec_path, dec_state = files["decoder"]
+    vgg = select_vgg_keys(vgg_state, upto="relu4_1", source=str(vgg_path))
+    decoder = remap_exact(dec_state, {k: k for k in decoder_keys()}, dec_path)
+    return {**prefixed(vgg, "encoder."), **prefixed(decoder, "decoder.")}
+
+
+SPEC = StylizerSpec(
+    name="efdm",
+    factory=EFDMStylizer,
+    summary="EFDM: VGG relu4_1 features given the style's exact per-channel value distribution "
+            "(Sort-Matching), then decoded",
+    paper=PAPER,
+    weight_files=WEIGHT_FILES,
+    import_official=import_official,
+    default_options={"alpha": 1.0},
+    weights_source=WEIGHTS_SOURCE,
+)
+
+
+@hookimpl
+def register_stylizers(register: Any) -> None:
+    register(SPEC)
+
+
+__all__ = ["EFDMStylizer", "import_official", "SPEC", "register_stylizers"]

@@ -1,1 +1,0 @@
-"""Training: the SupCon loss, logit accumulation, the ALADIN-NST trainer, and stylizer training."""

@@ -1,0 +1,1 @@
+"""Tests of stylizer plugins, one module per method (mirrors nstzoo/stylizers/)."""
