@@ -206,10 +206,11 @@ def test_contract_any_size(batch, content_size, style_size, model):
     assert out.std() > 0, "the output should not be a constant image"
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 5e-4), (torch.float64, 1e-10)])
 def test_batched_equals_one_by_one(dtype, tol, imported, registry):
-    # fp32: batched and single convolutions sum in different orders (~4e-5 noise here); fp64 shows
-    # that nothing but rounding differs. Small caps make the sampled path part of the check.
+    # fp32: batched and single convolutions sum in different orders (~4e-5 here after ~40 layers
+    # of random weights; well under 1/255); fp64 shows that nothing but rounding differs. Small caps
+    # make the sampled path part of the check.
     model = _with_caps(load_stylizer("adaattn", weights=imported, registry=registry), 60, 20, 500).to(dtype)
     gen = torch.Generator().manual_seed(7)
     content = torch.rand(3, 3, 37, 53, generator=gen, dtype=dtype)
