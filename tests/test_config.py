@@ -60,3 +60,31 @@ def test_quickstart_config_is_valid():
     raw = default_config()
     from_dict(TrainConfig, raw["train"]).validate()
     assert raw["quickstart"]["test_styles"] > 0
+
+
+def test_every_shipped_yaml_works_with_the_command_its_header_names():
+    """Each file in configs/ names its command in a header comment; that command's config builder accepts it."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "configs").rglob("*.yaml"))
+    assert files
+    for path in files:
+        header = "".join(line.lstrip("# ").rstrip("\\\n") + " " for line in path.read_text().splitlines()
+                         if line.startswith("#"))
+        match = re.search(r"nstzoo (train|quickstart)\s+(.*)", header)
+        assert match, f"{path.name}: the header must name the command that takes it"
+        args = shlex.split(match.group(2))
+        layered = [root / args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
+        assert path in layered, f"{path.name}: its header command does not pass it"
+        if match.group(1) == "train":
+            build_train_config(layered)
+        else:  # quickstart: its train: section is a train config, its quickstart: section its own
+            from nstzoo.config import from_dict, load_yaml
+            from nstzoo.learner.config import TrainConfig
+
+            raw = load_yaml(path)
+            from_dict(TrainConfig, raw["train"]).validate()
+            assert set(raw) == {"quickstart", "train"}

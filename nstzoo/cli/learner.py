@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from ..hookspecs import hookimpl
 from rich.table import Table
 
 from ..errors import ConfigError, DataError
@@ -193,6 +195,12 @@ def export_command(
     path = export_encoder(model, meta["config"], output, meta["step"])
     record = {"run_dir": str(run_dir), "output": str(path), "step": meta["step"]}
     print_json(record) if json_output else info(f"[green]exported[/] {run_dir} (step {meta['step']}) -> {path}")
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    """The learner's commands join the CLI through the plugin hook any third party uses."""
+    register(app)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from ..hookspecs import hookimpl
 from rich.table import Table
 
 from .common import info, out_console, print_json, progress_bar
@@ -14,15 +16,25 @@ from .common import info, out_console, print_json, progress_bar
 def quickstart(
     out: Annotated[Path, typer.Option(help="Output folder (data, test set, run, encoders, summary.json).")] = Path("quickstart-out"),
     steps: Annotated[int | None, typer.Option(help="Training steps (default from the embedded config).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="A quickstart YAML (sections quickstart:, train:) layered over the embedded one "
+                               "(nstzoo/configs/quickstart.yaml, also at configs/quickstart.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a key, e.g. --set train.optim.lr=1e-3 --set quickstart.test_styles=8.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     json_output: Annotated[bool, typer.Option("--json", help="Print summary.json on stdout.")] = False,
 ) -> None:
     """Generate data, build a held-out test set, evaluate, train, evaluate again — all offline."""
+    from ..config import build_config_data
+    from ..errors import ConfigError
     from ..quickstart import default_config, run_quickstart
     from .learner import print_metrics
 
-    overrides = {"train": {"steps": steps}} if steps else {}
-    total = steps or default_config()["train"]["steps"]
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps}: must be >= 1")
+    overrides = build_config_data([config] if config else [], list(set_ or []),
+                                  {"train.steps": steps} if steps is not None else {})
+    total = overrides.get("train", {}).get("steps") or default_config()["train"]["steps"]
     with progress_bar("training", total) as bar:
         summary = run_quickstart(
             out, overrides=overrides, device=device, log=info,
@@ -38,6 +50,12 @@ def quickstart(
     out_console.print(table)
     info(f"stylizers: {', '.join(summary['stylizers'])}; {summary['steps']} steps; VGG branch: {summary['vgg']}; "
          f"{summary['seconds']:.0f} s. Written: {out / 'summary.json'}, {summary['files']['trained']}")
+
+
+@hookimpl
+def register_commands(app: typer.Typer) -> None:
+    """The learner's commands join the CLI through the plugin hook any third party uses."""
+    register(app)
 
 
 def register(app: typer.Typer) -> None:
