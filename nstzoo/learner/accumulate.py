@@ -143,6 +143,7 @@ def accumulated_step(
     autocast: AbstractContextManager | Callable[[], AbstractContextManager] | None = None,
     forward: Callable[[nn.Module, Any], Tensor] | None = None,
     training_forward: Callable[[nn.Module, Any], tuple[Tensor, Tensor | None]] | None = None,
+    gather: Callable[[Tensor], tuple[Tensor, slice]] | None = None,
 ) -> Accumulated:
     """Accumulate into ``.grad`` the gradient of ``loss_fn`` on the full batch, chunk by chunk.
 
@@ -169,6 +170,10 @@ def accumulated_step(
             ALADIN's reconstruction). The full objective is ``loss_fn(all embeddings) + mean over all
             items of the auxiliary term``: each chunk's term is weighted by its share of the batch.
             Default: ``(forward(model, chunk), None)``.
+        gather: for multi-process training: ``gather(local [n, D]) -> (all ranks' rows [N, D], this
+            rank's slice)``; the loss is evaluated on all rows and this rank keeps the gradient of
+            its own (:func:`nstzoo.learner.distributed.all_gather_rows`). The caller sums the
+            parameter gradients over ranks afterwards. ``loss_fn`` then takes all ``N`` rows.
         autocast: optional autocast for the model's forward passes (both passes), either a context
             manager instance that can be entered repeatedly (``torch.autocast("cuda",
             dtype=torch.bfloat16)``) or a zero-argument factory returning one. The loss runs
@@ -212,7 +217,9 @@ def accumulated_step(
 
     # The loss on the *full* batch: averaging per chunk would be a different (wrong) objective.
     # DDP would all-gather here and pass the gathered batch with this rank's anchor slice.
-    embeddings = torch.cat(pass1).detach().requires_grad_(True)
+    local = torch.cat(pass1).detach()
+    everyone, mine = gather(local) if gather is not None else (local, slice(0, local.shape[0]))
+    embeddings = everyone.detach().requires_grad_(True)
     loss = loss_fn(embeddings)
     if loss.dim() != 0:
         raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
@@ -220,7 +227,7 @@ def accumulated_step(
     cached = embeddings.grad
     if cached is None:
         raise ValueError("loss_fn's output does not depend on the embeddings")
-    cached_chunks = cached.split([e.shape[0] for e in pass1])
+    cached_chunks = cached[mine].split([e.shape[0] for e in pass1])
 
     # Pass 2: the same forward with autograd, under the same RNG, fed the cached gradient.
     total = embeddings.shape[0]
@@ -239,4 +246,4 @@ def accumulated_step(
             auxiliary_sum = share.detach() if auxiliary_sum is None else auxiliary_sum + share.detach()
         torch.autograd.backward(outputs, grads)
 
-    return Accumulated(loss.detach(), embeddings.detach(), auxiliary_sum)
+    return Accumulated(loss.detach(), local, auxiliary_sum)
