@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.learner_helpers import install_toy_registry, make_images
+from tests.learner.helpers import install_toy_registry, make_images
 from tests.test_cli_core import run
 
 

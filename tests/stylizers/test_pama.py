@@ -16,7 +16,7 @@ from nstzoo.nn.vgg import random_official_vgg_state
 from nstzoo.stylizers import pama
 from nstzoo.registry import Registry
 from nstzoo.weights import import_official, load_stylizer
-from tests.learner_helpers import sinusoid_image_folder
+from tests.learner.helpers import sinusoid_image_folder
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from nstzoo.learner.config import build_train_config
 from nstzoo.errors import ConfigError
 from nstzoo.learner.trainer import Trainer
 from nstzoo.runs import CHECKPOINT, TrainingDiverged
-from tests.learner_helpers import install_toy_registry, make_images
+from tests.learner.helpers import install_toy_registry, make_images
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from nstzoo.errors import ConfigError, WeightsError
 from nstzoo.stylizers import neat
 from nstzoo.registry import Registry
 from nstzoo.weights import load_stylizer
-from tests.learner_helpers import sinusoid_image_folder
+from tests.learner.helpers import sinusoid_image_folder
 
 
 

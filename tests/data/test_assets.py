@@ -9,7 +9,7 @@ import pytest
 
 from nstzoo.data import assets
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_real_photos_are_installed_files_outside_the_repository():
