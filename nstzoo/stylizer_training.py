@@ -29,7 +29,8 @@ from torch import Tensor
 from .config import build_config_data, from_dict, resolve_device, to_dict
 from .data.folder import list_images
 from .data.steps import distinct_draw, load_random_crops
-from .errors import ConfigError, NstzooError, PluginError
+from .contract import plugin_code
+from .errors import ConfigError, PluginError
 from .recipes import RecipeContext, step_generator
 from .runs import RunFolder, TrainingDiverged, all_finite
 from .specs import Recipe, StylizerSpec, TrainParts
@@ -155,17 +156,6 @@ class _StepSampler:
         return images
 
 
-def _plugin_call(spec: StylizerSpec, what: str, call: Callable[[], Any]) -> Any:
-    """Run plugin code; an exception that is not an :class:`NstzooError` becomes one naming the stylizer."""
-    try:
-        return call()
-    except NstzooError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"stylizer {spec.name!r}: its recipe's {what} raised {type(exc).__name__}: {exc}",
-                          hint="a bug in the plugin; NSTZOO_DEBUG=1 shows the traceback") from exc
-
-
 def _modules(parts: TrainParts) -> dict[str, torch.nn.Module]:
     return {"model": parts.model, **parts.modules}
 
@@ -192,12 +182,14 @@ def train_stylizer(name_or_spec: str | StylizerSpec, config: StylizerTrainConfig
     with run.open(to_dict(cfg), resume=resume, seed=cfg.seed, device=str(device)):
         torch.manual_seed(cfg.seed)
         options = {**dict(spec.default_options), **cfg.options}
-        try:
-            model = spec.factory(**options)
-        except TypeError as exc:
-            raise ConfigError(f"{spec.name} training: bad options {cfg.options!r} ({exc})") from exc
+        with plugin_code(None, spec.name, "factory"):
+            try:
+                model = spec.factory(**options)
+            except TypeError as exc:  # an option the factory does not take: the user's to fix
+                raise ConfigError(f"{spec.name} training: bad options {cfg.options!r} ({exc})") from exc
         ctx = RecipeContext(cfg, device)
-        parts = _plugin_call(spec, "build", lambda: recipe.build(model.to(device), ctx))
+        with plugin_code(None, spec.name, "recipe.build"):
+            parts = recipe.build(model.to(device), ctx)
         if not isinstance(parts, TrainParts) or "total" not in parts.optimizers:
             raise PluginError(f"stylizer {spec.name!r}: its recipe's build must return TrainParts with a "
                               "'total' optimiser")
@@ -222,7 +214,8 @@ def train_stylizer(name_or_spec: str | StylizerSpec, config: StylizerTrainConfig
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                 content, style = contents.batch(step).to(device), styles.batch(step).to(device)
-                losses = _plugin_call(spec, "losses", lambda: recipe.losses(parts, cfg, content, style, step))
+                with plugin_code(None, spec.name, "recipe.losses"):
+                    losses = recipe.losses(parts, cfg, content, style, step)
                 missing = [name for name in parts.optimizers if name not in losses]
                 if missing:
                     raise PluginError(f"stylizer {spec.name!r}: its recipe's losses returned no {missing[0]!r} "

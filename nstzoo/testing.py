@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .contract import plugin_code, shape_problems, value_problems, output_stats
+from .contract import output_stats, plugin_code, shape_problems, value_problems
 from .errors import ContractError, NstzooError
 from .specs import EncoderSpec, StyleEncoder, StylizerSpec
 
@@ -167,8 +167,8 @@ def _resolve(spec_or_name: Any, kind: str, registry: Any) -> tuple[Any, str | No
     return registry.encoder(spec_or_name), registry.encoder_plugin(spec_or_name)
 
 
-def _build(checks: _Checks, build: Callable[[], nn.Module]) -> nn.Module | None:
-    """Build with a fixed seed (reproducible random weights) without touching the caller's RNG."""
+def _build(checks: _Checks, build: Callable[[], nn.Module], device: torch.device) -> nn.Module | None:
+    """Build with a fixed seed (reproducible random weights) without touching the caller's RNG; eval mode."""
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -178,6 +178,11 @@ def _build(checks: _Checks, build: Callable[[], nn.Module]) -> nn.Module | None:
         return None
     if not isinstance(module, nn.Module):
         checks.fail("build", f"the factory returned {type(module).__name__}, expected a torch.nn.Module")
+        return None
+    try:
+        module.to(device)
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check, like every other problem
+        checks.fail("device", f".to({str(device)!r}) raised {type(exc).__name__}: {exc}")
         return None
     checks.ok("build")
     return module.eval().requires_grad_(False)
@@ -191,8 +196,8 @@ def _finish(checks: _Checks, report: ContractReport, started: float) -> Contract
         failed = list(dict.fromkeys(f.split(":", 1)[0] for f in report.failures))
         raise ContractError(
             f"{who} failed {len(failed)} contract check(s) ({', '.join(failed)}): {'; '.join(report.failures)}",
-            hint=("the contract is in the docstring of nstzoo.specs." + ("StylizerSpec" if report.kind == "stylizer"
-                  else "StyleEncoder") + " and nstzoo.testing; NSTZOO_DEBUG=1 shows tracebacks"),
+            hint=("the contract: the docstrings of nstzoo.specs." + ("StylizerSpec" if report.kind == "stylizer"
+                  else "StyleEncoder") + " and nstzoo.testing, and CONTRIBUTING.md"),
             subject=report.subject, failures=report.failures)
     return report
 
@@ -238,7 +243,7 @@ def check_stylizer(spec_or_name: StylizerSpec | str, *, registry: Any = None, de
         with plugin_code(plugin, spec.name, "factory"):
             return spec.factory(**{**dict(spec.default_options), **opts})
 
-    module = _build(checks, build)
+    module = _build(checks, build, device)
     if module is None:
         return _finish(checks, report, started)
 
@@ -282,10 +287,12 @@ def check_stylizer(spec_or_name: StylizerSpec | str, *, registry: Any = None, de
         if out is None or not contract(content, out, label):
             continue
         again = forward(content, style, label)
-        if again is not None:
-            diff = _max_diff(out, again) if again.shape == out.shape else float("inf")
-            checks.expect("deterministic", [f"two eval-mode calls differ by {diff:.3g} (max abs)"]
-                          if diff > DETERMINISM_ATOL else [], label)
+        if again is None:
+            continue
+        diff = _max_diff(out, again) if again.shape == out.shape else float("inf")
+        if not checks.expect("deterministic", [f"two eval-mode calls differ by {diff:.3g} (max abs)"]
+                             if diff > DETERMINISM_ATOL else [], label):
+            continue  # comparing with one-by-one outputs would only report the same randomness again
         for i in range(BATCH):
             single = forward(content[i:i + 1], style[i:i + 1], f"{label}, item {i} alone")
             if single is None:
@@ -350,7 +357,7 @@ def check_encoder(spec_or_name: EncoderSpec | str, *, registry: Any = None, devi
         with plugin_code(plugin, spec.name, "factory", kind="encoder"):
             return spec.factory(**kwargs)
 
-    model = _build(checks, lambda: factory(**config))
+    model = _build(checks, lambda: factory(**config), device)
     if model is None:
         return _finish(checks, report, started)
     checks.expect("base-class", [] if isinstance(model, StyleEncoder) else
@@ -400,10 +407,12 @@ def check_encoder(spec_or_name: EncoderSpec | str, *, registry: Any = None, devi
             continue
         first = first or (images, out)
         again = embed(model, images, where)
-        if again is not None:
-            diff = _max_diff(out, again) if again.shape == out.shape else float("inf")
-            checks.expect("deterministic", [f"two eval-mode calls differ by {diff:.3g}"]
-                          if diff > DETERMINISM_ATOL else [], where)
+        if again is None:
+            continue
+        diff = _max_diff(out, again) if again.shape == out.shape else float("inf")
+        if not checks.expect("deterministic", [f"two eval-mode calls differ by {diff:.3g}"]
+                             if diff > DETERMINISM_ATOL else [], where):
+            continue  # the comparisons below would only report the same randomness again
         for i in range(batch):
             single = embed(model, images[i:i + 1], f"{where}, item {i} alone")
             if single is not None:
@@ -433,7 +442,9 @@ def check_encoder(spec_or_name: EncoderSpec | str, *, registry: Any = None, devi
         with plugin_code(plugin, spec.name, "export_config", kind="encoder"):
             exported = model.export_config()
         exported = json.loads(json.dumps(exported))
-    except (NstzooError, TypeError, ValueError) as exc:
+    except NstzooError as exc:
+        checks.fail("export-config", exc.message)
+    except (TypeError, ValueError) as exc:
         checks.fail("export-config", f"export_config() is not JSON-serialisable: {exc}")
     else:
         checks.ok("export-config")

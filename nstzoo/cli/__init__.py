@@ -17,7 +17,7 @@ from ..errors import NstzooError
 
 
 def build_app() -> typer.Typer:
-    from . import data, encoders, plugins, stylize, stylizers, weights
+    from . import data, encoders, plugins, search, stylize, stylizers, weights
 
     app = typer.Typer(name="nstzoo", no_args_is_help=True, pretty_exceptions_enable=False,
                       help="A plugin zoo of feed-forward neural style transfer and the ALADIN-NST style learner.",
@@ -28,14 +28,9 @@ def build_app() -> typer.Typer:
     app.add_typer(weights.app, name="weights")
     app.add_typer(data.app, name="data")
     app.command("stylize")(stylize.stylize)
-    for module_name in ("learner", "quickstart"):
-        try:
-            module = __import__(f"{__name__}.{module_name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module_name}":
-                raise
-            continue
-        module.register(app)
+    search.register(app)  # index build|add, search
+    # The learner's commands (train, testset, eval, embed, export, quickstart) arrive here through
+    # register_commands, from the built-in plugins `learner` and `quickstart` (pyproject entry points).
     _add_plugin_commands(app)
     return app
 

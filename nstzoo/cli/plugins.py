@@ -20,6 +20,8 @@ def plugins(json_output: Annotated[bool, typer.Option("--json", help="Print JSON
         print_json(rows)
         return
     table = Table("plugin", "distribution", "version", "hooks", "registers", "status")
+    for column in table.columns:
+        column.overflow = "fold"  # wrap long names inside the cell rather than cut them with "…"
     for row in rows:
         registers = ", ".join(row["stylizers"] + [f"{e} (encoder)" for e in row["encoders"]])
         status = f"[red]{len(row['errors'])} error(s)[/red]" if row["errors"] else "[green]ok[/green]"

@@ -295,6 +295,7 @@ class Trainer:
                     if stop:
                         raise RunInterrupted(f"stopped by SIGTERM after step {done}; checkpoint written",
                                              hint=f"continue with the same command and --resume ({self.run_dir})")
+            self.synth.guard.poll(wait=True)  # on CUDA the last steps' output checks finish here
             if total_skipped:
                 self.log(f"skipped {total_skipped} unreadable image(s) during training (see warnings)")
             self.model.eval()
