@@ -135,9 +135,9 @@ def convert_by_table(owner: str, source: str, state: Mapping[str, Tensor],
     misshapen = [f"{k} {tuple(state[k].shape)} != {table[k][1]}" for k in table
                  if k in state and tuple(state[k].shape) != table[k][1]]
     if missing or unexpected or misshapen:
-        parts = [f"{label}: {key_list(keys)}" for label, keys in
-                 (("missing key(s)", missing), ("unexpected key(s)", unexpected), ("shape mismatch", misshapen)) if keys]
-        raise WeightsError(f"{source}: not a {owner} checkpoint of this architecture — " + "; ".join(parts))
+        found = (("missing key(s)", missing), ("unexpected key(s)", unexpected), ("shape mismatch", misshapen))
+        parts = [f"{label}: {key_list(keys)}" for label, keys in found if keys]
+        raise WeightsError(f"{source}: does not match the {owner} checkpoint layout — " + "; ".join(parts))
     out: StateDict = {}
     pieces: dict[str, dict[int, Tensor]] = {}
     for key, (target, _, reshape) in table.items():
