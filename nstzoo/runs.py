@@ -59,6 +59,15 @@ class TrainingDiverged(NstzooError):
     """A loss, gradient or parameter became NaN or infinite."""
 
 
+class RunInterrupted(NstzooError):
+    """SIGTERM (e.g. preemption) stopped the run after writing a checkpoint; ``--resume`` continues it.
+
+    The command line exits with status 143 (128 + SIGTERM), as schedulers expect of a terminated job.
+    """
+
+    exit_code = 143
+
+
 class RunLocked(NstzooError):
     """Another process is writing to this run folder."""
 
@@ -350,5 +359,5 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     return RunFolder(Path(run_dir), kind="?")._read_saved_config()
 
 
-__all__ = ["RunFolder", "TrainingDiverged", "RunLocked", "CONFIG", "META", "METRICS", "CHECKPOINT",
+__all__ = ["RunFolder", "TrainingDiverged", "RunInterrupted", "RunLocked", "CONFIG", "META", "METRICS", "CHECKPOINT",
            "config_differences", "all_finite", "rng_state", "set_rng_state", "package_versions", "load_run_config"]

@@ -88,6 +88,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             raise
         report_error(exc)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         sys.exit(130)

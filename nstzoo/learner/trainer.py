@@ -21,7 +21,7 @@ import torch
 from ..config import resolve_device, to_dict
 from ..errors import ConfigError, DataError, NstzooError
 from ..registry import get_registry
-from ..runs import RunFolder, TrainingDiverged, all_finite
+from ..runs import RunFolder, RunInterrupted, TrainingDiverged, all_finite
 from ..specs import StyleEncoder
 from ..weights import load_stylizer, save_safetensors
 from .accumulate import accumulated_step, split_into_chunks
@@ -101,10 +101,6 @@ def export_encoder(model: StyleEncoder, config: TrainConfig, path: Path, step: i
     """
     return save_safetensors(path, model.state_dict(), kind="encoder", name=config.encoder.name,
                             config={"encoder": config.encoder.name, "options": model.export_config(), "step": step})
-
-
-class RunInterrupted(NstzooError):
-    """SIGTERM (e.g. preemption) stopped the run after writing a checkpoint; ``--resume`` continues it."""
 
 
 class Trainer:
