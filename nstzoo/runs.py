@@ -173,6 +173,7 @@ class RunFolder:
         except OSError as exc:
             raise ConfigError(f"cannot create run folder {self.path}: {exc.strerror or exc}",
                               hint="choose a writable --out") from exc
+        created_lock = not (self.path / LOCK).exists()
         self._lock()
         try:
             self._remove_orphans()
@@ -186,6 +187,8 @@ class RunFolder:
             atomic_write(self.path / META, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
         except BaseException:
             self.close()
+            if created_lock:  # a refused start leaves the folder as it found it
+                (self.path / LOCK).unlink(missing_ok=True)
             raise
         return self
 

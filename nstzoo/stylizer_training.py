@@ -77,6 +77,8 @@ class StylizerTrainConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} training: {key} must be a positive integer, got {value!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"{name} training: seed must be in [0, 2**63), got {self.seed!r}")
         if self.size % 16:
             raise ConfigError(f"{name} training: size must be a multiple of 16, got {self.size}")
         self.load_size = int(self.load_size or recipe.load_scale * self.size)

@@ -104,6 +104,10 @@ class TrainConfig:
             (self.optim.decay_every >= 1, "optim.decay_every", self.optim.decay_every, "must be >= 1"),
             (self.data.workers >= 0, "data.workers", self.data.workers, "must be >= 0"),
             (self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, "must be >= 1"),
+            (self.log_every >= 1, "log_every", self.log_every, "must be >= 1"),
+            (0 <= self.seed < 2**63, "seed", self.seed, "must be in [0, 2**63)"),
+            (not self.synth.weights or sum(self.synth.weights.get(n, 1.0) for n in self.synth.stylizers) > 0,
+             "synth.weights", self.synth.weights, "must give some stylizer a weight > 0"),
         ]
         for ok, key, value, why in checks:
             if not ok:
