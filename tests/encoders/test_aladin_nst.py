@@ -238,14 +238,18 @@ def test_bf16_autocast_and_channels_last():
     torch.testing.assert_close(cl, ref, atol=1e-5, rtol=1e-4)
 
 
-def test_registered_defaults_match_the_factory_signature():
-    params = inspect.signature(AladinNST).parameters
-    defaults = {k: p.default for k, p in params.items()}
-    normalise = {"vit_kwargs": lambda v: dict(v or {}), "vgg_taps": list}
-    assert {k: normalise.get(k, lambda v: v)(v) for k, v in defaults.items()} == DEFAULT_CONFIG
+def test_registered_defaults_are_the_factory_signature_and_the_papers_architecture():
+    """Defaults are written once (the constructor); the spec reads them, JSON-ready, and they are the paper's."""
+    import json
+
     specs = []
     aladin_nst.register_encoders(register=specs.append)
     assert [s.name for s in specs] == ["aladin-nst"] and specs[0].default_config == DEFAULT_CONFIG
+    params = inspect.signature(AladinNST).parameters
+    assert set(DEFAULT_CONFIG) == {k for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    assert json.loads(json.dumps(DEFAULT_CONFIG)) == DEFAULT_CONFIG
+    assert (DEFAULT_CONFIG["vit_model"], DEFAULT_CONFIG["vit_size"], DEFAULT_CONFIG["vgg"], DEFAULT_CONFIG["vgg_size"],
+            DEFAULT_CONFIG["embed_dim"]) == ("vit_base_patch16_224", 224, "vgg19", 256, 1024)
 
 
 def test_precomputed_frozen_moments_give_identical_embeddings():
