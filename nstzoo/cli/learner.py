@@ -24,8 +24,10 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=3e-4 (repeatable).")] = None,
     stylizers: Annotated[str | None, typer.Option(help="Comma list of stylizers, e.g. neat,pama,sanet.")] = None,
     encoder: Annotated[str | None, typer.Option(help="Encoder name (nstzoo encoders list).")] = None,
-    content: Annotated[list[Path] | None, typer.Option(help="Folder of content images (repeatable).")] = None,
-    style: Annotated[list[Path] | None, typer.Option(help="Folder of style images (repeatable).")] = None,
+    content: Annotated[list[Path] | None, typer.Option(
+        help="Content images: a folder, a shard set (nstzoo data shard) or a tar glob (repeatable).")] = None,
+    style: Annotated[list[Path] | None, typer.Option(
+        help="Style images: a folder, a shard set or a tar glob (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Stylized images per step (target batch; paper 1024).")] = None,
@@ -179,20 +181,26 @@ def embed_command(
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Target .safetensors file.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Export a run's encoder (last checkpoint) as safetensors with its config in the header."""
     from ..eval.embed import encoder_from_checkpoint
     from ..learner.trainer import export_encoder
+    from ..outputs import check_output_file, write_error
     from ..runs import CHECKPOINT, CONFIG
 
     if output.suffix != ".safetensors":
         raise ConfigError(f"--output {output}: use a .safetensors file name")
     if not (run_dir / CHECKPOINT).is_file() or not (run_dir / CONFIG).is_file():
         raise DataError(f"{run_dir} is not a run folder (needs {CONFIG} and {CHECKPOINT})")
+    check_output_file(output, overwrite=overwrite, inputs=[("run's checkpoint", run_dir / CHECKPOINT)])
     # The checkpoint is the latest state, also for a run that stopped early.
     model, meta = encoder_from_checkpoint(run_dir)
-    path = export_encoder(model, meta["config"], output, meta["step"])
+    try:  # non-finite weights are refused inside (save_safetensors), before anything is written
+        path = export_encoder(model, meta["config"], output, meta["step"])
+    except OSError as err:
+        raise write_error(output, err) from None
     record = {"run_dir": str(run_dir), "output": str(path), "step": meta["step"]}
     print_json(record) if json_output else info(f"[green]exported[/] {run_dir} (step {meta['step']}) -> {path}")
 

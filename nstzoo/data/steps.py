@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .folder import load_image
 from .transforms import random_crop, resize_shorter
 
 # Give up on a step after this many unreadable files: the folder is mostly broken.
@@ -147,24 +146,13 @@ class StepBatches(Dataset):
         return self.assemble(step, [self.load_sample(key) for key in self.sample_keys(step)])
 
 
-class _PathSource:
-    """A list of image files as a source (``read(i)``, ``name(i)``)."""
-
-    def __init__(self, paths: Sequence[str | Path]):
-        self.paths = [str(p) for p in paths]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def name(self, index: int) -> str:
-        return self.paths[index]
-
-    def read(self, index: int) -> torch.Tensor:
-        return load_image(self.paths[index])
-
-
 def _as_source(items: Any) -> Any:
-    return items if hasattr(items, "read") and hasattr(items, "name") else _PathSource(items)
+    """A source as is; a list of image paths as a :class:`~nstzoo.data.shards.FolderSource`."""
+    if hasattr(items, "read") and hasattr(items, "name"):
+        return items
+    from .shards import FolderSource
+
+    return FolderSource(items) if len(items) else []
 
 
 def _decode_with_retry(source: Any, index: int, generator: torch.Generator, skipped: list[str],

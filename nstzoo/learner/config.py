@@ -17,9 +17,9 @@ from ..errors import ConfigError
 @dataclass
 class DataConfig:
     content: list[str] = field(default_factory=list)
-    """Folders of content images (searched recursively)."""
+    """Content images: folders (searched recursively), shard sets (folder with shards.json) or tar globs."""
     style: list[str] = field(default_factory=list)
-    """Folders of style images."""
+    """Style images: folders, shard sets or tar globs, as for content."""
     real_photos: bool = False
     """Add the real photos shipped inside installed wheels (scikit-image, scikit-learn) to the contents."""
     workers: int = 2

@@ -65,16 +65,14 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def collect_images(folders: list[str], what: str, extra: list[Path] = ()) -> list[Path]:
-    from ..data.folder import list_images
+def collect_images(specs: list[str], what: str, extra: list[Path] = ()) -> Any:
+    """One image source over folders, shard sets (``shards.json``) and tar globs, plus loose files."""
+    from ..data.shards import open_sources
 
-    paths: list[Path] = []
-    for folder in folders:
-        paths.extend(list_images(folder))
-    paths.extend(extra)
-    if not paths:
-        raise DataError(f"no {what} images: give --{what} DIR (or data.{what} in the config)")
-    return paths
+    source = open_sources(specs, extra) if (specs or extra) else []
+    if not len(source):
+        raise DataError(f"no {what} images: give --{what} DIR or shards (or data.{what} in the config)")
+    return source
 
 
 def build_encoder(config: TrainConfig) -> StyleEncoder:

@@ -117,3 +117,18 @@ def test_corrupt_training_images_are_skipped_and_counted(tmp_path, images):
     records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped"] >= 1 for r in records] == [True, True]
     assert all(sum(r["methods"].values()) == 4 for r in records)  # the batch was refilled, not shrunk
+
+
+def test_training_from_shards_equals_training_from_the_same_folders(tmp_path, images):
+    """Shards keep the folders' image order, so the same seed draws the same batches and trains the same weights."""
+    from nstzoo.data.shards import write_shards
+
+    content, style = images
+    write_shards([content], tmp_path / "content-shards", shard_size=3)
+    write_shards([style], tmp_path / "style-shards", shard_size=3)
+    Trainer(config(tmp_path, images, "folders", steps=2), log=lambda m: None).run()
+    Trainer(config(tmp_path, (tmp_path / "content-shards", tmp_path / "style-shards"), "shards", steps=2),
+            log=lambda m: None).run()
+    a = torch.load(tmp_path / "folders" / CHECKPOINT, weights_only=True)["modules"]["model"]
+    b = torch.load(tmp_path / "shards" / CHECKPOINT, weights_only=True)["modules"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
