@@ -9,9 +9,13 @@ cache, in one thread:
   before (its libpng build aborts the process on a corrupt PNG);
 * ``pillow``: ``Image.open().convert("RGB")`` + float conversion.
 
-Prints images/s per decoder and format (best of ``--repeat`` passes), and JSON with ``--json``.
+Prints images per CPU-second per decoder and format (best of ``--repeat`` passes), and JSON with ``--json``.
+``--baseline FILE`` adds an earlier ``nstzoo/data/folder.py`` as ``baseline``, for before/after figures
+measured in the same run::
 
-    python bench/decode.py --count 200 --repeat 3
+    python bench/decode.py --count 200 --repeat 5
+    git show 1622d94:nstzoo/data/folder.py > /tmp/folder_before.py   # torchvision decoding
+    python bench/decode.py --baseline /tmp/folder_before.py
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def torchvision_decode(path: Path) -> torch.Tensor:
 
 def pillow_decode(path: Path) -> torch.Tensor:
     with Image.open(io.BytesIO(path.read_bytes())) as im:
-        arr = np.asarray(im.convert("RGB"))
+        arr = np.array(im.convert("RGB"))
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
 
 
@@ -68,14 +72,23 @@ def nstzoo_decode(path: Path) -> torch.Tensor:
     return load_image(path)
 
 
-def images_per_s(decode: Callable[[Path], torch.Tensor], paths: list[Path], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for p in paths:
-            decode(p)
-        best = min(best, time.perf_counter() - start)
-    return len(paths) / best
+def load_baseline(path: str) -> Callable[[Path], torch.Tensor]:
+    """``load_image`` of an earlier folder.py, its package-relative imports pointed at nstzoo."""
+    import types
+
+    source = Path(path).read_text().replace("from ..", "from nstzoo.").replace("from .", "from nstzoo.data.")
+    module = types.ModuleType("nstzoo_baseline_folder")
+    exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - a file the user points at, like any script
+    return module.load_image
+
+
+def seconds(decode: Callable[[Path], torch.Tensor], paths: list[Path]) -> float:
+    # CPU time of this process, not wall time: the benchmark machines are shared, and another
+    # process's load would otherwise show up as a slower decoder.
+    start = time.process_time()
+    for p in paths:
+        decode(p)
+    return time.process_time() - start
 
 
 def main() -> None:
@@ -83,6 +96,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--baseline", help="an earlier nstzoo/data/folder.py to time as 'baseline'")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,14 +105,22 @@ def main() -> None:
             nstzoo_decode(p), torchvision_decode(p), pillow_decode(p)
         groups = {"all": paths, "jpeg": [p for p in paths if p.suffix == ".jpg"],
                   "png": [p for p in paths if p.suffix == ".png"]}
-        result = {name: {group: round(images_per_s(fn, ps, args.repeat), 1) for group, ps in groups.items()}
-                  for name, fn in (("nstzoo", nstzoo_decode), ("torchvision", torchvision_decode),
-                                   ("pillow", pillow_decode))}
-    result["setup"] = {"count": args.count, "size": 512, "threads": 1, "cpu_count": os.cpu_count()}
+        decoders = {"nstzoo": nstzoo_decode, "torchvision": torchvision_decode, "pillow": pillow_decode}
+        if args.baseline:
+            decoders["baseline"] = load_baseline(args.baseline)
+        best = {(name, group): float("inf") for name in decoders for group in groups}
+        for _ in range(args.repeat):  # round robin, best of --repeat: a burst of load hits all alike
+            for name, fn in decoders.items():
+                for group, ps in groups.items():
+                    best[name, group] = min(best[name, group], seconds(fn, ps))
+        result: dict[str, dict[str, float]] = {
+            name: {group: round(len(ps) / best[name, group], 1) for group, ps in groups.items()} for name in decoders}
+    result["setup"] = {"count": args.count, "size": 512, "threads": 1, "cpu_count": os.cpu_count(),  # type: ignore[dict-item]
+                       "clock": "process CPU time"}
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        for name in ("nstzoo", "torchvision", "pillow"):
+        for name in (n for n in ("baseline", "nstzoo", "torchvision", "pillow") if n in result):
             print(f"{name:12s} " + "  ".join(f"{g} {v:7.1f} img/s" for g, v in result[name].items()))
 
 

@@ -79,10 +79,40 @@ def _nstzoo_version() -> str:
     return __version__
 
 
+def non_finite(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """``{key: (NaN count, infinity count)}`` for every floating-point tensor that holds any."""
+    found: dict[str, tuple[int, int]] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            if not bool(torch.isfinite(value).all()):
+                found[key] = (int(torch.isnan(value).sum()), int(torch.isinf(value).sum()))
+    return found
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity: they would stylize every image to black, with no error.
+
+    Raises:
+        WeightsError: ``source`` (a file, an import) and each offending tensor key with its counts.
+    """
+    bad = non_finite(state)
+    if bad:
+        shown = "; ".join(f"{k!r}: {n} NaN, {i} infinite" for k, (n, i) in list(bad.items())[:5])
+        more = f" (and {len(bad) - 5} more tensors)" if len(bad) > 5 else ""
+        raise WeightsError(f"{source}: non-finite values in {len(bad)} tensor(s) — {shown}{more}",
+                           hint="the model diverged during training, or the file is corrupt; "
+                                "use an earlier checkpoint or re-import the original files")
+
+
 def save_safetensors(path: str | os.PathLike, state: Mapping[str, torch.Tensor], *, kind: str, name: str,
                      config: Mapping[str, Any] | None = None, sources: Sequence[Mapping[str, str]] = ()) -> Path:
-    """Write ``state`` atomically with nstzoo's metadata header; returns the path."""
+    """Write ``state`` atomically with nstzoo's metadata header; returns the path.
+
+    Raises:
+        WeightsError: a tensor holds NaN or infinity (nothing is written).
+    """
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    check_finite(tensors, f"refusing to write {path}")
     header = {
         "format": FORMAT_VERSION,
         "kind": kind,
@@ -113,8 +143,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: corrupt nstzoo metadata header ({exc})") from exc
 
 
-def load_safetensors(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
-    """``(state_dict, nstzoo_metadata)`` from a safetensors file."""
+def load_safetensors(path: str | os.PathLike, *, allow_non_finite: bool = False) -> tuple[StateDict, dict[str, Any]]:
+    """``(state_dict, nstzoo_metadata)`` from a safetensors file.
+
+    Raises:
+        WeightsError: missing or unreadable file, or (unless ``allow_non_finite``, which
+            :func:`verify_file` uses to report it) a tensor holding NaN or infinity.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
@@ -123,6 +158,8 @@ def load_safetensors(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc})") from exc
+    if not allow_non_finite:
+        check_finite(state, str(path))
     return state, meta
 
 
@@ -147,11 +184,13 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _unpickling_detail(exc)
-        if "GLOBAL" not in detail:  # the weights-only unpickler met a bad opcode, not a forbidden import
-            raise WeightsError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle: {detail})") from exc
+        # A forbidden GLOBAL is an import the pickle would execute. An unsupported opcode (e.g. the
+        # FRAME of pickle protocol 4) stops the safe loader before it sees what follows: say both.
+        why = ("the pickle needs to execute code, which nstzoo never allows" if "GLOBAL" in detail else
+               "the safe loader cannot read this pickle (it may need to execute code, or use a pickle "
+               "protocol torch.load(weights_only=True) does not support)")
         raise WeightsError(
-            f"{path}: refused to load — the pickle needs to execute code, which nstzoo never allows "
-            f"(torch.load weights_only=True): {detail}",
+            f"{path}: refused to load — {why} (torch.load weights_only=True): {detail}",
             hint="re-save it as a plain state dict (torch.save(model.state_dict(), ...)) in an environment you trust",
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
@@ -225,6 +264,7 @@ def import_official(spec: StylizerSpec, files: Sequence[str | os.PathLike], out:
             raise WeightsError(f"file not found: {p}", hint=f"expected files: {' '.join(spec.weight_files)}")
     with plugin_code(None, spec.name, "import_official"):
         state = spec.import_official(paths)
+    check_finite(state, f"import of {spec.name!r} from {', '.join(str(p) for p in paths)}")
     with plugin_code(None, spec.name, "factory"):
         module = spec.factory(**dict(spec.default_options))
     load_state_strict(module, state, f"import of {spec.name!r} from {', '.join(p.name for p in paths)}")
@@ -319,7 +359,7 @@ def verify_file(path: str | os.PathLike) -> list[str]:
     """Problems found in one stored file ([] when it is sound): header, digest, finiteness."""
     problems: list[str] = []
     try:
-        state, meta = load_safetensors(path)
+        state, meta = load_safetensors(path, allow_non_finite=True)
     except WeightsError as exc:
         return [str(exc)]
     if not meta:

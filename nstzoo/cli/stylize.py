@@ -12,6 +12,7 @@ import typer
 from ..contract import checked_stylize
 from ..weights import load_stylizer
 from ..data.folder import save_image
+from ..outputs import check_output_file, write_error
 from .common import info, print_json, resolve_device
 
 
@@ -28,11 +29,15 @@ def stylize(
     weights: Annotated[Path | None, typer.Option(help="A safetensors file to use instead of the store's.")] = None,
     random_init: Annotated[bool, typer.Option(help="Run with random weights if none are found (pipeline tests).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON record on stdout.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists (never when it is an input).")] = False,
 ) -> None:
     """Stylize one content image with one style image."""
     from ..data.folder import load_image
     from ..data.transforms import resize_shorter
 
+    # Before any work: an existing result is kept unless --overwrite, an input never replaced.
+    check_output_file(output, overwrite=overwrite, suffixes=(".png", ".jpg", ".jpeg"),
+                 inputs=(("--content", content), ("--style", style), ("--weights", weights)))
     dev = resolve_device(device)
     model = load_stylizer(stylizer, device=dev, weights=weights, random_init=random_init)
     content_image = load_image(content)
@@ -46,7 +51,10 @@ def stylize(
         # Checked and clamped: a broken stylizer is reported by name instead of saving a garbage image.
         result = checked_stylize(stylizer, model, content_image[None].to(dev), style_image[None].to(dev))[0]
     seconds = time.perf_counter() - start
-    save_image(result, output)
+    try:
+        save_image(result, output)
+    except OSError as err:
+        raise write_error(output, err) from None
     record = {"stylizer": stylizer, "content": str(content), "style": str(style), "output": str(output),
               "size": list(result.shape[-2:]), "seconds": round(seconds, 4), "device": str(dev)}
     if json_output:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .. import weights as store
 from ..errors import WeightsError
+from ..outputs import OutputError, check_output_file
 from ..registry import get_registry
 from .common import info, out_console, print_json
 
@@ -38,6 +39,7 @@ def import_weights(
     name: Annotated[str, typer.Argument(help="Stylizer whose official checkpoint files these are.")],
     files: Annotated[list[Path] | None, typer.Argument(help="The official files (.pth, .onnx ...), any order.")] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of the store.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace weights already in the store (or at --out).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Convert the authors' original checkpoint files to one safetensors file (strictly mapped)."""
@@ -50,7 +52,18 @@ def import_weights(
     if not paths:
         raise WeightsError(f"no files given for {name!r}",
                            hint=f"nstzoo weights import {name} {' '.join(spec.weight_files) or 'FILE...'}")
-    target = store.import_official(spec, paths, out=out)
+    target = out if out is not None else store.weights_path(name)
+    if out is None and target.exists() and not force:
+        raise OutputError(f"weights for {name!r} are already in the store ({target}); not replacing them",
+                          hint="pass --force to replace them, or -o FILE to write elsewhere")
+    # Checked before the conversion; an input is never overwritten, even with --force.
+    check_output_file(target, overwrite=force, option="--out" if out is not None else "store file", overwrite_flag="--force",
+                 inputs=[("input", p) for p in paths])
+    try:
+        target = store.import_official(spec, paths, out=out)
+    except OSError as err:  # reading an input or writing the target: name whichever file it was
+        raise OutputError(f"cannot import {name!r}: {err.filename or target}: "
+                          f"{(err.strerror or str(err)).lower()}") from None
     meta = store.read_metadata(target)
     if json_output:
         print_json({"name": name, "path": str(target), "sources": meta.get("sources", [])})

@@ -3,9 +3,10 @@
 Every image leaves this module as a float32 tensor ``[3, H, W]`` with values in ``[0, 1]``,
 whatever it was on disk (grayscale, palette, RGBA, 16-bit PNG, CMYK JPEG, WebP, BMP).
 
-Decoding uses ``torchvision.io.decode_image`` (libjpeg-turbo, libpng, libwebp); torchvision
-0.29 has no BMP decoder, so BMP and any other format it does not recognise fall back to Pillow
-(a torchvision dependency, imported only when needed).
+Decoding is :mod:`nstzoo.data.decode`: the header is checked first (format list, pixel limit),
+and no file, however damaged or hostile, can crash the process or exhaust its memory.
+:func:`list_images` follows symbolic links once, drops duplicates and loops, and reports what it
+skipped and why (:class:`ListSummary`).
 
 A folder scraped from the web always holds a few broken files. :class:`ImageFolder` therefore
 never lets one kill a training run: ``__getitem__`` returns ``None`` for a file that cannot be
@@ -15,23 +16,38 @@ them, so the consumer can report how many were skipped.
 
 from __future__ import annotations
 
-import io
+import errno
+import heapq
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 
 from ..errors import DataError
 from ..files import atomic_write
+from .decode import (
+    IMAGE_EXTENSIONS,
+    UNSUPPORTED_EXTENSIONS,
+    CorruptImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    decode_bytes,
+    max_file_bytes,
+    probe_file,
+    read_image,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "SKIP_REASONS",
+    "ListSummary",
+    "ImageList",
     "list_images",
     "load_image",
     "decode_bytes",
@@ -41,183 +57,222 @@ __all__ = [
     "save_image",
 ]
 
-#: File suffixes treated as images (compared case-insensitively).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-# Leading bytes of the formats torchvision decodes natively. Anything else goes to Pillow.
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_GIF_MAGIC = (b"GIF87a", b"GIF89a")
+#: Why :func:`list_images` leaves a file or folder out (the keys of :attr:`ListSummary.skipped`).
+SKIP_REASONS: tuple[str, ...] = ("unreadable", "unsupported format", "too large", "duplicate", "loop")
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+@dataclass
+class ListSummary:
+    """What :func:`list_images` found: how many images it listed and what it skipped, by reason.
+
+    ``skipped`` maps each reason of :data:`SKIP_REASONS` to the paths left out for it: files that
+    cannot be read (broken links, no permission, pipes), images in formats nstzoo does not read
+    (``.heic``, ``.svg`` ...), files larger than any image under the pixel limit, a second path to
+    a file or folder already listed (through a symbolic link or a hard link), and symbolic links
+    that lead back into their own parent folders. ``other_files`` counts files that are not
+    images by name (``.txt``, ``.json`` ...): ignored, not reported.
+    """
+
+    root: Path
+    listed: int = 0
+    skipped: dict[str, list[Path]] = field(default_factory=lambda: {r: [] for r in SKIP_REASONS})
+    other_files: int = 0
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(len(paths) for paths in self.skipped.values())
+
+    def details(self) -> str:
+        """``"2 duplicate ('a/x.png', 'b/y.png'), 1 loop ('b/up')"``: counts by reason, two examples each."""
+        parts = []
+        for reason in SKIP_REASONS:
+            paths = self.skipped[reason]
+            if paths:
+                shown = ", ".join(repr(_rel(p, self.root)) for p in paths[:2]) + (", ..." if len(paths) > 2 else "")
+                parts.append(f"{len(paths)} {reason} ({shown})")
+        return ", ".join(parts)
+
+    def line(self) -> str:
+        """The one-line warning: where, how many listed, how many skipped and why."""
+        return (f"image folder {str(self.root)!r}: listed {self.listed} images, skipped {self.total_skipped} "
+                f"entries: {self.details()}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"root": str(self.root), "listed": self.listed, "other_files": self.other_files,
+                "skipped": {r: [str(p) for p in paths] for r, paths in self.skipped.items() if paths}}
 
 
-def list_images(root: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+class ImageList(list[Path]):  # a list subclass, so that every caller of list_images keeps working
+    """The sorted image paths of :func:`list_images`, with its :class:`ListSummary` as ``.summary``."""
+
+    summary: ListSummary
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _is_loop_link(link: str, parent: str) -> bool:
+    """True when the folder ``link`` points to contains the folder it sits in (following it loops)."""
+    target = os.path.realpath(link)
+    here = os.path.realpath(parent)
+    return here == target or here.startswith(target.rstrip(os.sep) + os.sep)
+
+
+def list_images(root: str | os.PathLike[str], recursive: bool = True, *, probe: bool = False,
+                max_pixels: int | None = None, warn: bool = True) -> ImageList:
     """All image files under ``root`` (by suffix, see :data:`IMAGE_EXTENSIONS`), sorted.
 
-    Hidden files and folders (names starting with ``.``) are skipped. The order is the sorted
+    Hidden files and folders (names starting with ``.``) are ignored. The order is the sorted
     POSIX form of each path relative to ``root``, so it does not depend on the file system.
+
+    Symbolic links are followed, but every folder is read once: a link back into its own parent
+    folders is a loop and is not followed; a second path to a folder or a file already listed (a
+    link, a hard link) is a duplicate and is dropped, keeping the path without links (else the
+    first in sorted order). What was skipped is counted by reason in the returned list's
+    ``summary`` (a :class:`ListSummary`) and, when anything was, reported in one warning.
 
     Args:
         root: a folder.
         recursive: also look in sub-folders.
+        probe: also read each image's header (not its pixels): files that are not images in a
+            supported format, too large or with a damaged header are then skipped here rather
+            than when they are decoded. Costs one small read per file.
+        max_pixels: the pixel limit for ``probe`` and the file-size check (default
+            ``$NSTZOO_MAX_PIXELS``, else 2**26).
+        warn: issue the one-line ``RuntimeWarning`` when something was skipped.
 
     Raises:
-        DataError: ``root`` does not exist, is not a folder, or holds no image files.
+        DataError: ``root`` does not exist, is not a folder, or holds no usable image files.
     """
     root = Path(root)
     if not root.exists():
         raise DataError(f"image folder {str(root)!r} does not exist")
     if not root.is_dir():
         raise DataError(f"{str(root)!r} is not a folder")
-    found: list[Path] = []
-    if recursive:
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            # Prune hidden folders (.git, .ipynb_checkpoints, ...) in place so walk skips them.
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
-    else:
-        found = [p for p in root.iterdir() if not p.name.startswith(".")]
-    images = [p for p in found if _is_image_name(p) and p.is_file()]
+    summary = ListSummary(root)
+    byte_limit = max_file_bytes(max_pixels)
+    root_stat = root.stat()
+    seen_dirs: set[tuple[int, int]] = set()
+    # Folders reached without a link are read before any reached through one, so that a folder
+    # is read (and its files listed) under its own path rather than a link's; a folder counts as
+    # seen when it is read, not when it is found. The heap keeps the order deterministic.
+    pending: list[tuple[bool, str, str, tuple[int, int]]] = [(False, "", str(root), (root_stat.st_dev, root_stat.st_ino))]
+    candidates: list[tuple[bool, str, Path, tuple[int, int]]] = []
+    while pending:
+        via_link, rel, folder, dir_id = heapq.heappop(pending)
+        if dir_id in seen_dirs:
+            summary.skipped["duplicate"].append(Path(folder))
+            continue
+        seen_dirs.add(dir_id)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            summary.skipped["unreadable"].append(Path(folder))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path, entry_rel = Path(entry.path), f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_link = entry.is_symlink()
+                info = entry.stat(follow_symlinks=True)
+            except OSError as err:
+                if err.errno == errno.ELOOP:  # links that lead to each other
+                    summary.skipped["loop"].append(path)
+                elif _is_image_or_unsupported(entry.name):  # e.g. a broken link named x.png
+                    summary.skipped["unreadable"].append(path)
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if not recursive:
+                    continue
+                if is_link and _is_loop_link(entry.path, folder):
+                    summary.skipped["loop"].append(path)
+                else:
+                    heapq.heappush(pending, (via_link or is_link, entry_rel, entry.path, (info.st_dev, info.st_ino)))
+                continue
+            suffix = path.suffix.lower()
+            if suffix not in IMAGE_EXTENSIONS:
+                if suffix in UNSUPPORTED_EXTENSIONS:
+                    summary.skipped["unsupported format"].append(path)
+                else:
+                    summary.other_files += 1
+                continue
+            if not stat.S_ISREG(info.st_mode) or not os.access(path, os.R_OK):
+                summary.skipped["unreadable"].append(path)
+            elif info.st_size > byte_limit:
+                summary.skipped["too large"].append(path)
+            else:
+                candidates.append((via_link or is_link, entry_rel, path, (info.st_dev, info.st_ino)))
+    # One path per file: the first without links, else the first in sorted order.
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    kept: dict[tuple[int, int], tuple[str, Path]] = {}
+    for _, entry_rel, path, file_id in candidates:
+        if file_id in kept:
+            summary.skipped["duplicate"].append(path)
+        else:
+            kept[file_id] = (entry_rel, path)
+    images = ImageList(path for _, path in sorted(kept.values(), key=lambda kv: kv[0]))
+    if probe:
+        images = _probe(images, summary, max_pixels)
+    summary.listed = len(images)
+    images.summary = summary
     if not images:
+        skipped = f"; skipped {summary.details()}" if summary.total_skipped else ""
         raise DataError(
             f"no images in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}"
-            f"{'' if recursive else ', not in sub-folders'})"
+            f"{'' if recursive else ', not in sub-folders'}){skipped}"
         )
-    images.sort(key=lambda p: p.relative_to(root).as_posix())
+    if warn and summary.total_skipped:
+        warnings.warn(summary.line(), RuntimeWarning, stacklevel=2)
     return images
 
 
-def _to_float_rgb(img: Tensor) -> Tensor:
-    """``[C,H,W]`` uint8/uint16 with C in {1,2,3,4} -> ``[3,H,W]`` float32 in [0,1].
-
-    Alpha is composited over white: a transparent logo or cut-out then looks as it does in a
-    browser or image viewer, instead of showing whatever colour hides under alpha = 0
-    (often black, sometimes garbage).
-    """
-    if img.dtype == torch.uint8:
-        x = img.to(torch.float32).div_(255.0)
-    elif img.dtype == torch.uint16:
-        x = img.to(torch.float32).div_(65535.0)
-    else:  # pragma: no cover - decoders only return these two
-        raise TypeError(f"unexpected decoded dtype {img.dtype}")
-    c = x.shape[0]
-    if c in (2, 4):
-        color, alpha = x[:-1], x[-1:]
-        x = color * alpha + (1.0 - alpha)
-        c -= 1
-    if c == 1:
-        x = x.expand(3, -1, -1)
-    return x.contiguous()
+def _is_image_or_unsupported(name: str) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in IMAGE_EXTENSIONS or suffix in UNSUPPORTED_EXTENSIONS
 
 
-def _png_has_alpha(data: bytes) -> bool:
-    """True for RGBA / gray+alpha PNGs and palette PNGs with a tRNS chunk.
-
-    Colour-key transparency (tRNS) in gray or truecolour PNGs is ignored: it is rare in
-    photos and art, and libpng's expansion of it is not reliable through torchvision.
-    """
-    if len(data) < 33:
-        return False  # too short to hold IHDR; the decoder will report the damage
-    color_type = data[25]
-    if color_type in (4, 6):
-        return True
-    if color_type != 3:
-        return False
-    pos = 8
-    while pos + 8 <= len(data):  # walk the chunks that precede the image data
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        if kind == b"tRNS":
-            return True
-        if kind in (b"IDAT", b"IEND"):
-            return False
-        pos += 12 + length
-    return False
-
-
-def _decode_pil(data: bytes) -> Tensor:
-    """Pillow fallback for formats torchvision cannot decode (BMP, TIFF, ...)."""
-    from PIL import Image, ImageOps  # lazy: only a few files ever need it
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()  # Pillow decodes lazily; force it so truncation raises here
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16/32-bit grayscale: keep precision, scale like a 16-bit PNG.
-            arr = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
-            return (arr / 65535.0).clamp_(0, 1).expand(3, -1, -1).contiguous()
-        im = im.convert("RGBA")
-        raw = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-        return _to_float_rgb(raw.view(im.height, im.width, 4).permute(2, 0, 1))
-
-
-def decode_bytes(data: bytes, name: str = "<bytes>") -> Tensor:
-    """Decode an encoded image held in memory; see :func:`load_image`.
-
-    Args:
-        data: the file's bytes.
-        name: how to call the image in an error message.
-
-    Returns:
-        ``[3, H, W]`` float32 in ``[0, 1]``.
-
-    Raises:
-        DataError: naming ``name``, when the bytes are empty or cannot be decoded.
-    """
-    if len(data) == 0:
-        raise DataError(f"cannot read image {name}: the file is empty")
-    try:
-        if data.startswith(_JPEG_MAGIC):
-            # JPEGs have no alpha; mode RGB also converts CMYK/YCCK and grayscale JPEGs.
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            img = decode_image(buf, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        elif data.startswith(_PNG_MAGIC):
-            # Only ask libpng for alpha when the file has some: torchvision 0.29 returns
-            # garbage for RGB_ALPHA on palette PNGs without transparency and on 1-bit gray.
-            mode = ImageReadMode.RGB_ALPHA if _png_has_alpha(data) else ImageReadMode.RGB
-            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-        elif data.startswith(_GIF_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-            # WebP comes back as 3 or 4 channels depending on alpha; GIFs as RGB.
-            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
-            if img.ndim == 4:  # animated: keep the first frame
-                img = img[0]
+def _probe(paths: list[Path], summary: ListSummary, max_pixels: int | None) -> ImageList:
+    """Keep the paths whose header reads as a supported image within the pixel limit."""
+    kept = ImageList()
+    for path in paths:
+        try:
+            probe_file(path, max_pixels=max_pixels)
+        except ImageTooLargeError:
+            summary.skipped["too large"].append(path)
+        except UnsupportedImageError as err:
+            summary.skipped["unreadable" if "empty" in err.message else "unsupported format"].append(path)
+        except (CorruptImageError, DataError):
+            summary.skipped["unreadable"].append(path)
         else:
-            return _decode_pil(data)
-        return _to_float_rgb(img)
-    except DataError:
-        raise
-    except Exception as err:  # decoders raise RuntimeError, OSError, ValueError, ...
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        # torchvision prefixes messages with a C++ source location; keep only the sentence.
-        reason = reason.rsplit(", ", 1)[-1] if ".cpp:" in reason else reason
-        raise DataError(f"cannot decode image {name}: {reason}") from err
+            kept.append(path)
+    return kept
 
 
-def load_image(path: str | os.PathLike[str]) -> Tensor:
-    """Read and decode one image file.
+def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Tensor:
+    """Read and decode one image file (see :func:`nstzoo.data.decode.decode_bytes`).
 
     Grayscale images are repeated to three channels; RGBA, LA and palette images with
-    transparency are composited over white; 16-bit PNGs are scaled by 1/65535; JPEG EXIF
+    transparency are composited over white; 16-bit grayscale is scaled by 1/65535; JPEG EXIF
     orientation is applied; animated GIF/WebP give their first frame.
 
     Args:
-        path: an image file (JPEG, PNG, WebP, BMP, or anything Pillow reads).
+        path: an image file (JPEG, PNG, WebP, BMP, GIF or TIFF).
+        max_pixels: refuse images whose header claims more pixels (default ``$NSTZOO_MAX_PIXELS``,
+            else 2**26).
 
     Returns:
         ``[3, H, W]`` float32 with values in ``[0, 1]``.
 
     Raises:
-        DataError: naming the file, when it is missing, empty, truncated or not an image.
+        DataError: naming the file, when it is missing, empty, truncated, corrupt, too large or
+            not an image in a supported format (subclasses in :mod:`nstzoo.data.decode` say which).
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read image {str(path)!r}: {err.strerror or err}") from err
-    return decode_bytes(data, name=repr(str(path)))
+    return read_image(path, max_pixels=max_pixels)
 
 
 def scan(

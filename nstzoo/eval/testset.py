@@ -12,7 +12,9 @@ Deterministic: images are chosen by a seeded draw from the sorted folder listing
 Resumable: an image already on disk is not made again (files are written atomically, so an
 interrupted build leaves no partial image); the manifest is written last. ``build.json`` records
 what the images were made from (sources, size, seed) so that a resumed build with other settings,
-whose files would share names with stale images, is refused instead of mixing the two.
+whose files would share names with stale images, is refused instead of mixing the two. Arguments
+are checked before ``build.json`` is written, and a ``build.json`` next to no image yet (a build
+that failed before its first image) is replaced, so a corrected rerun is never refused.
 """
 
 from __future__ import annotations
@@ -40,17 +42,49 @@ def _choose(paths: list[Path], count: int | None, seed: int, what: str) -> list[
     return sorted(random.Random(seed).sample(paths, count))
 
 
+def _check_arguments(stylizers: Sequence[str], size: int, batch_size: int, n_styles: int | None,
+                     n_contents: int | None) -> None:
+    """Refuse impossible settings before anything is read or written."""
+    from ..data.decode import pixel_limit
+
+    if not stylizers:
+        raise DataError("no stylizers given", hint="e.g. --stylizers reinhard,adain")
+    if size < 1:
+        raise DataError(f"--size must be at least 1 pixel, got {size}")
+    if size * size > pixel_limit():
+        raise DataError(f"--size {size}: {size} x {size} images exceed the pixel limit of {pixel_limit():,}",
+                        hint="lower --size, or raise NSTZOO_MAX_PIXELS")
+    if batch_size < 1:
+        raise DataError(f"--batch-size must be at least 1, got {batch_size}")
+    for option, count in (("--styles", n_styles), ("--contents", n_contents)):
+        if count is not None and count < 1:
+            raise DataError(f"{option} must be at least 1, got {count}")
+
+
+def _has_images(out: Path) -> bool:
+    return any(p.is_file() for p in out.rglob("*.png"))
+
+
 def _check_or_record_build(out: Path, params: dict[str, Any]) -> None:
     from ..weights import atomic_write
 
     record = out / "build.json"
     if record.is_file():
-        previous = json.loads(record.read_text())
+        try:
+            previous = json.loads(record.read_text())
+            if not isinstance(previous, dict):
+                raise ValueError(f"expected a JSON object, found {type(previous).__name__}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{record} is corrupt ({exc}); it records what the images in {out} were built from",
+                            hint=f"choose another --out or delete {out}; or, if its images were made with these "
+                                 f"same settings, delete {record} alone and rerun (they are then reused)") from None
         changed = [k for k in params if previous.get(k) != params[k]]
-        if changed:
+        if not changed:
+            return
+        if _has_images(out):
             raise DataError(f"{out} holds a test set built with other {', '.join(changed)}; resuming would mix "
                             "images made from different sources", hint="choose another --out, or delete that folder")
-        return
+        # A build that stopped before its first image: nothing to mix, record the new settings.
     atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(params, indent=1)))
 
 
@@ -74,8 +108,17 @@ def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: 
     """
     from ..data.folder import load_image, save_image
     from ..data.transforms import resize_crop
+    from ..outputs import check_output_folder, write_error
 
-    out = Path(out)
+    _check_arguments(stylizers, size, batch_size, n_styles, n_contents)
+    out = check_output_folder(out)
+
+    def save(image: torch.Tensor, target: Path) -> None:
+        try:
+            save_image(image, target)
+        except OSError as err:  # disk full, permissions changed mid-build: one line, not a traceback
+            raise write_error(target, err, option="--out") from None
+
     styles_ok, styles_bad = _readable(style_dir, "style")
     contents_ok, contents_bad = _readable(content_dir, "content")
     for path, reason in styles_bad + contents_bad:
@@ -98,7 +141,7 @@ def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: 
             target = out / kind / f"{item_id}.png"
             image = prepared(path)
             if not target.exists():
-                save_image(image, target)
+                save(image, target)
             tensors.append(image)
             rows.append(ManifestRow(path=f"{kind}/{item_id}.png", role=kind, method="",
                                     style_id=item_id if kind == "style" else "",
@@ -122,7 +165,7 @@ def build_testset(stylizers: Sequence[str], content_dir: str | Path, style_dir: 
                     # writing NaN-black or clipped images into a test set that looks fine.
                     result = checked_stylize(name, model, content, style).float().cpu()
                 for i, image in zip(index, result):
-                    save_image(image, targets[i])
+                    save(image, targets[i])
                 made += len(index)
                 if progress:
                     progress(len(index))
