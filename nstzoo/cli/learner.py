@@ -133,10 +133,14 @@ def eval_command(
     with progress_bar("embedding", n) as bar:
         result = evaluate_testset(weights, testset, device=resolve_device(device), batch_size=batch_size,
                                   workers=workers, progress=lambda k: bar.advance(k))
+    for item in result["skipped"]:
+        info(f"[yellow]skipped[/] {item['reason']}")
     if json_output:
         print_json(result)
     else:
         print_metrics(result)
+        if result["skipped"]:
+            info(f"{len(result['skipped'])} unreadable image(s) left out of the evaluation")
 
 
 def embed_command(
@@ -146,14 +150,22 @@ def embed_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda ...")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader workers.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Write L2-normalised style embeddings of images, with their paths, to an .npz file."""
+    """Write L2-normalised style embeddings of images, with their paths, to an .npz file.
+
+    Unreadable images are skipped, counted and named on stderr (and under "skipped" with --json).
+    """
     import numpy as np
 
     from ..data.folder import list_images
     from ..eval.embed import embed_paths, resolve_encoder
+    from ..outputs import check_output_file
     from ..weights import atomic_write
+
+    check_output_file(out, overwrite=overwrite, option="--out", suffixes=(".npz",),
+                      inputs=[("--input", p) for p in input] + [("--weights", weights)])
 
     paths: list[Path] = []
     for item in input:
@@ -165,17 +177,24 @@ def embed_command(
             raise DataError(f"--input {item}: no such file or folder")
     dev = resolve_device(device)
     model, _ = resolve_encoder(weights, device=dev)
+    skipped: list[tuple[int, str]] = []
     with progress_bar("embedding", len(paths)) as bar:
         embeddings = embed_paths(model, paths, device=dev, batch_size=batch_size, workers=workers,
-                                 progress=lambda k: bar.advance(k))
+                                 progress=lambda k: bar.advance(k), skipped=skipped)
+    bad = {index for index, _ in skipped}
+    kept = [p for i, p in enumerate(paths) if i not in bad]
+    for _, reason in skipped:
+        info(f"[yellow]skipped[/] {reason}")
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(fh, embeddings=embeddings, paths=np.array([str(p) for p in paths]))
+            np.savez(fh, embeddings=embeddings, paths=np.array([str(p) for p in kept]))
 
     atomic_write(out, write)
-    record = {"out": str(out), "count": len(paths), "dim": int(embeddings.shape[1])}
-    print_json(record) if json_output else info(f"[green]wrote[/] {len(paths)} embeddings ({embeddings.shape[1]}-D) to {out}")
+    record = {"out": str(out), "count": len(kept), "dim": int(embeddings.shape[1]),
+              "skipped": [{"path": str(paths[i]), "reason": reason} for i, reason in skipped]}
+    print_json(record) if json_output else info(f"[green]wrote[/] {len(kept)} embeddings ({embeddings.shape[1]}-D) to {out}"
+                                                + (f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""))
 
 
 def export_command(

@@ -22,12 +22,24 @@ class _SquashedImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         from ..data.folder import load_image
+        from ..errors import DataError
 
-        image = load_image(self.paths[index])
-        return torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
-                                               antialias=True, align_corners=False)[0]
+        try:
+            image = load_image(self.paths[index])
+        except DataError as err:  # reported by the main process (a worker's exception would carry its traceback)
+            return {"index": index, "error": err.message}
+        squashed = torch.nn.functional.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
+                                                   antialias=True, align_corners=False)[0]
+        return {"index": index, "image": squashed}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [item for item in items if "image" in item]
+    return {"images": torch.stack([item["image"] for item in good]) if good else None,
+            "indices": [item["index"] for item in good],
+            "errors": [(item["index"], item["error"]) for item in items if "error" in item]}
 
 
 def input_size(model: StyleEncoder, default: int = 256) -> int:
@@ -38,25 +50,38 @@ def input_size(model: StyleEncoder, default: int = 256) -> int:
 @torch.inference_mode()
 def embed_paths(model: torch.nn.Module, paths: Sequence[str | Path], *, device: str | torch.device = "cpu",
                 batch_size: int = 32, workers: int = 2, amp: bool = False, size: int | None = None,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
+                progress: Callable[[int], None] | None = None,
+                skipped: list[tuple[int, str]] | None = None) -> np.ndarray:
     """L2-normalised float32 embeddings ``[N, D]`` of the images at ``paths``, in order.
 
     Images are squashed (resized without cropping) to ``size`` — by default the largest branch size
     of the encoder, so each branch then resizes from a common square — and batched.
+
+    An unreadable image raises a :class:`~nstzoo.errors.DataError` naming it; with a ``skipped`` list,
+    it is recorded there as ``(index, reason)`` and left out, so the result has ``N - len(skipped)``
+    rows, in order.
     """
+    from ..errors import DataError
+
     device = torch.device(device)
     model = model.eval().to(device)
     loader = DataLoader(_SquashedImages(paths, size or input_size(model)), batch_size=batch_size,
-                        num_workers=workers, shuffle=False)
+                        num_workers=workers, shuffle=False, collate_fn=_collate)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     chunks = []
-    for images in loader:
-        with autocast:
-            emb = model(images.to(device))
-        chunks.append(torch.nn.functional.normalize(emb.float(), dim=1).cpu())
+    for batch in loader:
+        if batch["errors"]:
+            if skipped is None:
+                raise DataError(batch["errors"][0][1], hint="remove or replace the file")
+            skipped.extend(batch["errors"])
+        if batch["images"] is not None:
+            with autocast:
+                emb = model(batch["images"].to(device))
+            chunks.append(torch.nn.functional.normalize(emb.float(), dim=1).cpu())
         if progress:
-            progress(len(images))
-    return torch.cat(chunks).numpy().astype(np.float32)
+            progress(len(batch["indices"]) + len(batch["errors"]))
+    dim = getattr(model, "embed_dim", 0)
+    return torch.cat(chunks).numpy().astype(np.float32) if chunks else np.zeros((0, dim), np.float32)
 
 
 def resolve_encoder(weights: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -103,11 +128,16 @@ def evaluate_testset(weights: Path, testset: Path, *, device: Any = "cpu", batch
     from .manifest import manifest_arrays, read_manifest
     from .metrics import evaluate
 
-    rows = read_manifest(testset)
+    listed = read_manifest(testset)
     model, meta = resolve_encoder(weights, device=device)
-    embeddings = embed_paths(model, [testset / r.path for r in rows], device=device, batch_size=batch_size,
-                             workers=workers, progress=progress)
+    skipped: list[tuple[int, str]] = []
+    embeddings = embed_paths(model, [testset / r.path for r in listed], device=device, batch_size=batch_size,
+                             workers=workers, progress=progress, skipped=skipped)
+    # Unreadable images leave the evaluation, counted and named; the rest is measured as usual.
+    bad = {index for index, _ in skipped}
+    rows = [row for i, row in enumerate(listed) if i not in bad]
     result = evaluate(embeddings, **manifest_arrays(rows))
+    result["skipped"] = [{"path": str(testset / listed[i].path), "reason": reason} for i, reason in skipped]
     result["encoder"] = {"weights": str(weights), "name": meta.get("name"),
                          "step": (meta.get("config") or {}).get("step", meta.get("step"))}
     result["testset"] = str(testset)

@@ -66,6 +66,25 @@ def test_testset_train_export_eval_embed_round_trip(capsys, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(data["embeddings"], axis=1), 1.0, rtol=1e-5)
     assert [p.split("/")[-1] for p in data["paths"]] == ["s0000.png", "s0001.png", "s0002.png"]
 
+    # A corrupted image (one flipped bit in its data) in workers: skipped, counted, named; no traceback.
+    broken = testset / "reinhard" / "s0001_c0001.png"
+    data = bytearray(broken.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    broken.write_bytes(bytes(data))
+    code, out, err = run(capsys, "eval", "--weights", str(exported), "--testset", str(testset), "--workers", "2",
+                         "--json")
+    assert code == 0, err
+    skipped = json.loads(out)["skipped"]
+    assert len(skipped) == 1 and skipped[0]["path"].endswith("s0001_c0001.png") and "Traceback" not in err
+    code, out, err = run(capsys, "embed", "--weights", str(exported), "--input", str(testset / "reinhard"), "--out",
+                         str(tmp_path / "emb2.npz"), "--workers", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["count"] == 5 and "s0001_c0001.png" in json.loads(out)["skipped"][0]["path"]
+    before = (tmp_path / "emb2.npz").read_bytes()
+    code, _, err = run(capsys, "embed", "--weights", str(exported), "--input", str(testset / "style"), "--out",
+                       str(tmp_path / "emb2.npz"))
+    assert code == 2 and "--overwrite" in err and (tmp_path / "emb2.npz").read_bytes() == before
+
 
 def test_train_with_unknown_stylizer_is_exit_2_with_hint(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--stylizers", "reinhard,sanett", "--content", str(tmp_path),
