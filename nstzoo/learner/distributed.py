@@ -100,6 +100,15 @@ def all_reduce_gradients(model: nn.Module, job: Distributed) -> None:
         offset += g.numel()
 
 
+def all_reduce_sum(value: Tensor | None, job: Distributed) -> Tensor | None:
+    """A scalar summed over ranks (e.g. each rank's share of a batch-mean auxiliary loss, for the log)."""
+    if value is None or not job.enabled:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def broadcast_parameters(model: nn.Module, job: Distributed) -> None:
     """Every rank starts from rank 0's weights (and buffers)."""
     if not job.enabled:
@@ -126,5 +135,5 @@ def broadcast_object(obj: Any, job: Distributed) -> Any:
     return box[0]
 
 
-__all__ = ["Distributed", "from_environment", "shutdown", "all_gather_rows", "all_reduce_gradients",
+__all__ = ["Distributed", "from_environment", "shutdown", "all_gather_rows", "all_reduce_gradients", "all_reduce_sum",
            "broadcast_parameters", "any_rank", "broadcast_object"]

@@ -26,8 +26,8 @@ from ..specs import StyleEncoder
 from ..weights import load_stylizer, save_safetensors
 from .accumulate import accumulated_step, split_into_chunks
 from .config import MAY_CHANGE_ON_RESUME, TrainConfig
-from .distributed import (all_gather_rows, all_reduce_gradients, any_rank, broadcast_object, broadcast_parameters,
-                          from_environment)
+from .distributed import (all_gather_rows, all_reduce_gradients, all_reduce_sum, any_rank, broadcast_object,
+                          broadcast_parameters, from_environment)
 from .loss import SupConLoss
 from .synth import BatchSynthesizer, encoder_batch, method_histogram
 
@@ -224,6 +224,7 @@ class Trainer:
             training_forward=lambda model, chunk: model.training_forward(*chunk),
             gather=(lambda emb: all_gather_rows(emb, self.job)) if self.job.enabled else None)
         all_reduce_gradients(self.model, self.job)
+        auxiliary = all_reduce_sum(auxiliary, self.job)  # each rank holds its rows' share of the batch mean
         value = float(loss)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if not (torch.isfinite(loss) and all_finite(grads)):
