@@ -115,6 +115,55 @@ def measure_data_path(data: tuple[Path, Path], batch: int, size: int, workers: i
             "peak_rss_mib_largest_worker": round(kids)}
 
 
+def startup_from_shards(count: int) -> None:
+    """Seconds from ``nstzoo train`` start to its first step over ``count`` images in shards vs in a folder.
+
+    Images are tiny (32 px PNGs) so writing them is quick; what is measured is what grows with the number of
+    images before the first step: listing a folder vs reading a shard index.
+    """
+    import io
+
+    import numpy as np
+    import webdataset
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shards, folder = tmp / "shards", tmp / "folder"
+        shards.mkdir()
+        folder.mkdir()
+        pngs = []
+        for seed in range(64):
+            buf = io.BytesIO()
+            Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+            pngs.append(buf.getvalue())
+        shard_size = 1000
+        with webdataset.ShardWriter(str(shards / "shard-%06d.tar"), maxcount=shard_size, verbose=0, encoder=False,
+                                    mtime=0) as writer:
+            for i in range(count):
+                meta = json.dumps({"folder": "bench", "path": f"img{i}.png", "index": i}).encode()
+                writer.write({"__key__": f"{i:010d}", "png": pngs[i % 64], "json": meta})
+                (folder / f"img{i:07d}.png").write_bytes(pngs[i % 64])
+        counts = [min(shard_size, count - s) for s in range(0, count, shard_size)]
+        (shards / "shards.json").write_text(json.dumps({
+            "wids_version": 1, "nstzoo": {"key_digits": 10},
+            "shardlist": [{"url": f"shard-{k:06d}.tar", "nsamples": n} for k, n in enumerate(counts)]}))
+        for name, data in (("shards", shards), ("folder", folder)):
+            args = ["train", "--stylizers", "reinhard", "--content", str(data), "--style", str(data),
+                    "--out", str(tmp / f"run-{name}"), "--steps", "1", "--batch-size", "4", "--chunk-size", "6",
+                    "--device", "cpu", "--set", "synth.size=32", "--set", "data.workers=0", "--set", "amp=false",
+                    "--set", "encoder.options={vit_model: vit_tiny_patch16_224, vit_size: 32, vit_kwargs: {depth: 1, "
+                    "embed_dim: 32, num_heads: 2}, vgg: normalised-vgg19, vgg_size: 32, embed_dim: 32, random_init: true}"]
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "nstzoo", *args], env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            step_s = json.loads((tmp / f"run-{name}" / "metrics.jsonl").read_text().splitlines()[0])["seconds"] \
+                if proc.returncode == 0 else float("nan")
+            print(json.dumps({"source": name, "images": count, "rc": proc.returncode,
+                              "wall_s_to_end_of_step_1": round(wall, 1), "step_s": step_s}))
+
+
 def data_path_memory(batch: int, size: int) -> None:
     """Bytes of one step's decoded batch: the old path (float32, whole step per worker) vs uint8 per sample."""
     images = batch + batch // 2
@@ -152,7 +201,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=["small", "paper"], default="small")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--data-path", action="store_true", help="print the data path's host memory arithmetic")
+    parser.add_argument("--data-path", action="store_true", help="host memory of one step: before vs now (measured)")
+    parser.add_argument("--startup", type=int, metavar="N", help="time to the first step over N images: shards vs folder")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--measure-data", help=argparse.SUPPRESS)
@@ -165,6 +215,9 @@ def main() -> None:
         spec = json.loads(args.worker)
         name, data, out = spec.pop("name"), tuple(Path(p) for p in spec.pop("data")), Path(spec.pop("out"))
         print(json.dumps(run_config(name, data, out, **spec)))
+        return
+    if args.startup:
+        startup_from_shards(args.startup)
         return
     if args.data_path:
         data_path_memory(1024, 512)
