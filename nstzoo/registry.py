@@ -18,7 +18,7 @@ import difflib
 import os
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -27,7 +27,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
-from .specs import EncoderSpec, StylizerSpec
+from .specs import EncoderSpec, StyleEncoder, StylizerSpec
 
 ENTRY_POINT_GROUP = "nstzoo"
 BUILTIN_DISTRIBUTION = "nstzoo"
@@ -248,6 +248,29 @@ class Registry:
 
     def encoder(self, name: str) -> EncoderSpec:
         return self._lookup("encoder", name).spec
+
+    def build_encoder(self, name: str, options: Mapping[str, Any] | None = None) -> StyleEncoder:
+        """Encoder ``name`` built by its plugin's factory with ``options`` (no weights loaded).
+
+        Raises:
+            ConfigError: options the factory does not take, naming them and the encoder.
+            PluginError: the factory raised, or returned something that is not a StyleEncoder.
+        """
+        from .contract import plugin_code
+        from .errors import ConfigError
+
+        registered = self._lookup("encoder", name)
+        options = dict(options or {})
+        with plugin_code(registered.plugin, name, "factory", kind="encoder"):
+            try:
+                model = registered.spec.factory(**options)
+            except TypeError as exc:  # an option the factory does not take: the user's to fix
+                raise ConfigError(f"encoder {name!r}: bad options {options!r} ({exc})",
+                                  hint=f"`nstzoo encoders list --json` shows {name}'s options and defaults") from exc
+        if not isinstance(model, StyleEncoder):
+            raise PluginError(f"encoder {name!r} (plugin {registered.plugin!r}): its factory returned "
+                              f"{type(model).__name__}, not a nstzoo.specs.StyleEncoder")
+        return model
 
     def stylizer_plugin(self, name: str) -> str:
         return self._lookup("stylizer", name).plugin

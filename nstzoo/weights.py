@@ -348,8 +348,7 @@ def load_encoder(weights: str | os.PathLike, *, device: str | torch.device | Non
                            hint="export one with: nstzoo export RUN_DIR -o FILE.safetensors")
     config = dict(meta.get("config", {}))
     name = config.pop("encoder", meta.get("name"))
-    spec = (registry or get_registry()).encoder(name)
-    module = spec.factory(**config.get("options", {}))
+    module = (registry or get_registry()).build_encoder(name, config.get("options", {}))
     load_state_strict(module, state, str(path))
     module.eval()
     return module.to(device) if device is not None else module

@@ -54,15 +54,7 @@ def _build_part(index: int, item: Any) -> tuple[str, StyleEncoder]:
     name, options = item["name"], item.get("options") or {}
     if not isinstance(options, Mapping):
         raise ConfigError(f"{NAME}: encoders[{index}].options must be a mapping, got {options!r}")
-    spec = get_registry().encoder(name)
-    try:
-        part = spec.factory(**dict(options))
-    except TypeError as exc:
-        raise ConfigError(f"{NAME}: encoders[{index}] ({name!r}): bad options {dict(options)!r} ({exc})",
-                          hint=f"see `nstzoo encoders list --json` for {name}'s options") from exc
-    if not isinstance(part, StyleEncoder):
-        raise ConfigError(f"{NAME}: encoders[{index}] ({name!r}) built a {type(part).__name__}, not a StyleEncoder")
-    return name, part
+    return name, get_registry().build_encoder(name, options)
 
 
 class Fused(StyleEncoder):

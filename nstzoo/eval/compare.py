@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, NstzooError, PluginError
+from ..errors import ConfigError, DataError, NstzooError
 from .manifest import ManifestRow, read_manifest
 
 __all__ = ["EncoderEntry", "Table", "parse_encoder_entries", "build_registered", "load_entry", "evaluate_model",
@@ -225,25 +225,10 @@ def parse_encoder_entries(items: Iterable[str], option: str = "--encoders") -> l
 
 
 def build_registered(name: str, options: Mapping[str, Any]) -> Any:
-    """Registered encoder ``name`` built by its factory with ``options`` (eval mode).
-
-    Raises:
-        ConfigError: options the factory does not take (naming them and the encoder).
-        PluginError: the factory returned something that is not a :class:`~nstzoo.specs.StyleEncoder`.
-    """
+    """Registered encoder ``name`` built by its factory with ``options`` (eval mode)."""
     from ..registry import get_registry
-    from ..specs import StyleEncoder
 
-    spec = get_registry().encoder(name)
-    try:
-        model = spec.factory(**dict(options))
-    except TypeError as exc:
-        raise ConfigError(f"encoder {name!r}: bad options {dict(options)!r} ({exc})",
-                          hint=f"`nstzoo encoders list --json` shows {name}'s options and defaults") from exc
-    if not isinstance(model, StyleEncoder):
-        raise PluginError(f"encoder {name!r}: its factory returned {type(model).__name__}, not a "
-                          "nstzoo.specs.StyleEncoder")
-    return model.eval()
+    return get_registry().build_encoder(name, options).eval()
 
 
 def export_registered(name: str, options: Mapping[str, Any], path: str | Path, *, check: bool = True) -> Path:

@@ -76,19 +76,8 @@ def collect_images(specs: list[str], what: str, extra: list[Path] = ()) -> Any:
 
 
 def build_encoder(config: TrainConfig) -> StyleEncoder:
-    """The configured encoder, built by its plugin's factory; a factory that breaks the contract is named."""
-    from ..errors import PluginError
-
-    spec = get_registry().encoder(config.encoder.name)
-    try:
-        model = spec.factory(**config.encoder.options)
-    except TypeError as exc:
-        raise ConfigError(f"encoder {config.encoder.name!r}: bad encoder.options {config.encoder.options!r} ({exc})",
-                          hint=f"see `nstzoo encoders list --json` for {config.encoder.name}'s options") from exc
-    if not isinstance(model, StyleEncoder):
-        raise PluginError(f"encoder {config.encoder.name!r}: its factory returned {type(model).__name__}, "
-                          "not a nstzoo.specs.StyleEncoder")
-    return model
+    """The configured encoder, built by its plugin's factory (:meth:`nstzoo.registry.Registry.build_encoder`)."""
+    return get_registry().build_encoder(config.encoder.name, config.encoder.options)
 
 
 def export_encoder(model: StyleEncoder, config: TrainConfig, path: Path, step: int) -> Path:
