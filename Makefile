@@ -24,6 +24,8 @@ quickstart: venv
 	$(VENV)/bin/nstzoo quickstart
 
 test: venv
+	# The search tests render HTML in headless Chromium (tests/browser.py); they never skip without it.
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_realpath ON items(realpath);
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,            -- missing | empty | corrupt
+    reason TEXT NOT NULL,            -- unreadable | empty | unsupported | too large | corrupt
     message TEXT NOT NULL
 );
 """
