@@ -25,6 +25,11 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 StateDict = dict[str, torch.Tensor]
 ImportOfficial = Callable[[Sequence[Path]], StateDict]
 
+#: Controls a stylizer may declare in :attr:`StylizerSpec.controls` (``nstzoo stylize`` refuses the
+#: others for it): ``alpha`` = content-style strength, ``style_mix`` = interpolation between styles.
+#: Colour preservation needs no declaration: it is applied to any stylizer's output.
+CONTROLS: frozenset[str] = frozenset({"alpha", "style_mix"})
+
 
 # ----------------------------------------------------------------------------- training recipes
 @dataclass
@@ -178,6 +183,15 @@ class StylizerSpec:
         weights_source: where the official files come from (URL or description), for messages.
         locate_official: optional ``() -> list[Path] | None`` finding the official files on this machine
             (e.g. inside an installed package), so ``nstzoo weights import NAME`` needs no paths.
+        controls: the controls of :data:`CONTROLS` the module honours (default: none). A stylizer that
+            declares any implements ``module.stylize_controlled(content, styles, *, alpha=1.0,
+            style_weights=None, whole=None)``: ``content`` ``[B,3,H,W]`` and ``styles`` K tensors
+            ``[B or 1,3,H',W']`` in [0, 1], ``style_weights`` K non-negative floats summing to 1 (None: one
+            style), ``whole`` an optional downsampled view ``[B,3,h,w]`` of the whole content when
+            ``content`` is a tile of it. Returns ``[B,3,H,W]`` in [0, 1], equal to ``forward`` for
+            ``alpha=1`` and one style within ``forward``'s working size; it runs at the content's own
+            size (callers tile large images). ``alpha=0`` gives the content, or the method's
+            reconstruction of it.
     """
 
     name: str
@@ -191,9 +205,18 @@ class StylizerSpec:
     recipe: Recipe | None = None
     weights_source: str = ""
     locate_official: Callable[[], Sequence[Path] | None] | None = None
+    controls: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         validate_name(self.name, "stylizer")
+        if isinstance(self.controls, str) or not all(isinstance(c, str) for c in self.controls):
+            raise PluginError(f"stylizer {self.name!r}: controls must be a set of names from "
+                              f"{', '.join(sorted(CONTROLS))}, got {self.controls!r}")
+        unknown = sorted(set(self.controls) - CONTROLS)
+        if unknown:
+            raise PluginError(f"stylizer {self.name!r}: unknown control(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(CONTROLS))}")
+        object.__setattr__(self, "controls", frozenset(self.controls))
         if not callable(self.factory):
             raise PluginError(f"stylizer {self.name!r}: factory must be callable, got {self.factory!r}")
         if self.recipe is not None and not isinstance(self.recipe, Recipe):

@@ -31,6 +31,8 @@ def describe(name: str) -> dict[str, Any]:
         "weights_path": str(weights_path(spec.name)) if spec.needs_weights else None,
         "weights_source": spec.weights_source, "trainable": spec.recipe is not None,
         "options": dict(spec.default_options),
+        # What `nstzoo stylize` can do with it: declared controls, plus colour preservation (any stylizer).
+        "controls": sorted(set(spec.controls) | {"preserve_color"}),
         "training": _training_settings(spec),
     }
 

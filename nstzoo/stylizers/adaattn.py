@@ -75,6 +75,7 @@ from ..nn.sizing import attention_working_size, pad_to_multiple, resize_to
 from ..nn.stats import mean_variance_norm
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..specs import StylizerSpec
+from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
 
 PAPER = ("Songhua Liu, Tianwei Lin, Dongliang He, Fu Li, Meiling Wang, Xin Li, Zhengxing Sun, Qian Li, "
          "Errui Ding. AdaAttN: Revisit Attention Mechanism in Arbitrary Neural Style Transfer. ICCV 2021. "
@@ -275,6 +276,13 @@ class AdaAttNStylizer(nn.Module):
         max_tokens: relu4_1 positions allowed for content and for style (each).
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 3400
+    #: Channels-last convolutions cost more in the many flatten/transpose copies of the shallow keys than
+    #: they save (bench/stylize_speed.py: 1.6x slower batched); the stylize engine keeps NCHW.
+    prefer_channels_last = False
+
     def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS):
         super().__init__()
         if int(max_tokens) < 1:
@@ -302,6 +310,36 @@ class AdaAttNStylizer(nn.Module):
         style = resize_to(style, _working_size(*style.shape[-2:], self.max_tokens))
         padded, (wh, ww) = pad_to_multiple(resize_to(content, _working_size(h, w, self.max_tokens)), 16)
         out = self.stylize_padded(padded, style)[..., :wh, :ww]
+        return resize_to(out, (h, w)).clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        The content is stylised at its own size (sides below 32 px upsampled; attention is chunked, so
+        memory stays bounded; callers tile large images); styles keep the ``max_tokens`` cap and are
+        encoded once per call, their features broadcast over the batch. Interpolation mixes both
+        AdaAttN outputs (transformer and relu3_1 skip) over styles; ``alpha`` blends them with the
+        content's relu4_1 and relu3_1 features before decoding.
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        h, w = content.shape[-2:]
+        work = (h, w) if min(h, w) >= MIN_SIDE else _working_size(h, w, h * w)
+        padded, (wh, ww) = pad_to_multiple(resize_to(content, work), 16)
+        c = self.encode(padded)
+        batch = padded.shape[0]
+        c_keys = {layer: shallow_key(c, layer) for layer in (2, 3, 4)}
+        skips, transformed = [], []
+        for style in styles:
+            s = self.encode(resize_to(style, _working_size(*style.shape[-2:], self.max_tokens)))
+            s_keys = {layer: to_batch(shallow_key(s, layer), batch) for layer in (2, 3, 4)}
+            s = [to_batch(f, batch) for f in s]
+            skips.append(self.adaattn_3(c[2], s[2], c_keys[2], s_keys[2]))
+            transformed.append(self.transformer(c[3], s[3], c[4], s[4], c_keys[3], s_keys[3], c_keys[4], s_keys[4]))
+        skip = blend(alpha, weighted_sum(skips, weights), c[2])
+        cs = blend(alpha, weighted_sum(transformed, weights), c[3])
+        out = self.decoder(cs, skip)[..., :wh, :ww]
         return resize_to(out, (h, w)).clamp(0.0, 1.0)
 
 
@@ -381,6 +419,7 @@ SPEC = StylizerSpec(
     import_official=import_official,
     default_options={"max_tokens": DEFAULT_MAX_TOKENS},
     weights_source=WEIGHTS_SOURCE,
+    controls=frozenset({"alpha", "style_mix"}),
 )
 
 

@@ -19,11 +19,12 @@ from ..hookspecs import hookimpl
 from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
 from ..nn.decoder import adain_decoder
 from ..nn.sizing import pad_to_multiple
-from ..nn.stats import adain
+from ..nn.stats import adain, mean_std, mean_variance_norm
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..nn.losses.statistics import mean_std_loss
 from ..recipes import vgg_generator_parts
 from ..specs import Recipe, StylizerSpec, TrainParts
+from ._controls import blend, check_alpha, style_weights_for, weighted_sum
 
 PAPER = ("Xun Huang, Serge Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance "
          "Normalization. ICCV 2017. arXiv:1703.06868")
@@ -40,6 +41,10 @@ class AdaINStylizer(nn.Module):
     Any input size works: the content is padded (reflection) to a multiple of 8, the decoder's
     output stride, and the result cropped back.
     """
+
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 1200
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()
@@ -59,6 +64,25 @@ class AdaINStylizer(nn.Module):
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         padded, (h, w) = pad_to_multiple(content, 8)
         out = self.decoder(self.transfer_features(padded, style))
+        return out[..., :h, :w].clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        Style interpolation mixes the target statistics: the decoder sees ``mvn(c) * sum_k w_k std_k +
+        sum_k w_k mean_k``, which is exactly the reference test script's ``sum_k w_k adain(c, s_k)``.
+        ``alpha`` then blends that with the content feature (the released ``--alpha``).
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        padded, (h, w) = pad_to_multiple(content, 8)
+        content_feat = self.encoder(padded)
+        moments = [mean_std(self.encoder(style)) for style in styles]  # each [B or 1,512,1,1]: broadcasts
+        mean = weighted_sum([m for m, _ in moments], weights)
+        std = weighted_sum([s for _, s in moments], weights)
+        target = mean_variance_norm(content_feat) * std + mean
+        out = self.decoder(blend(alpha, target, content_feat))
         return out[..., :h, :w].clamp(0.0, 1.0)
 
 
@@ -113,6 +137,7 @@ SPEC = StylizerSpec(
     import_official=import_official,
     default_options={"alpha": 1.0},
     recipe=RECIPE,
+    controls=frozenset({"alpha", "style_mix"}),
     weights_source=WEIGHTS_SOURCE,
 )
 

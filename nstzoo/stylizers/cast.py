@@ -23,9 +23,10 @@ from ..hookspecs import hookimpl
 from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
 from ..nn.decoder import adain_decoder
 from ..nn.sizing import pad_to_multiple
-from ..nn.stats import adain
+from ..nn.stats import adain, mean_std, mean_variance_norm
 from ..nn.vgg import TAPS, NormalisedVGG19
 from ..specs import StylizerSpec
+from ._controls import blend, check_alpha, style_weights_for, weighted_sum
 
 PAPER = ("Yuxin Zhang, Fan Tang, Weiming Dong, Haibin Huang, Chongyang Ma, Tong-Yee Lee, Changsheng Xu. "
          "Domain Enhanced Arbitrary Image Style Transfer via Contrastive Learning. SIGGRAPH 2022. "
@@ -63,6 +64,10 @@ class CASTStylizer(nn.Module):
     released models were trained and tested at 256x256.
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 1900
+
     def __init__(self) -> None:
         super().__init__()
         self.encoder = CASTEncoder()
@@ -72,6 +77,23 @@ class CASTStylizer(nn.Module):
         padded, (h, w) = pad_to_multiple(content, 8)
         features = adain(self.encoder(padded * 2.0 - 1.0), self.encoder(style * 2.0 - 1.0))
         out = self.decoder(features)[..., :h, :w]
+        return ((out + 1.0) * 0.5).clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        As AdaIN, in CAST's own encoder space: mixed target statistics, ``alpha`` blended with the
+        content feature (``alpha=0`` is decoder B's rendering of the content feature).
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        padded, (h, w) = pad_to_multiple(content, 8)
+        content_feat = self.encoder(padded * 2.0 - 1.0)
+        moments = [mean_std(self.encoder(style * 2.0 - 1.0)) for style in styles]
+        target = (mean_variance_norm(content_feat) * weighted_sum([s for _, s in moments], weights)
+                  + weighted_sum([m for m, _ in moments], weights))
+        out = self.decoder(blend(alpha, target, content_feat))[..., :h, :w]
         return ((out + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
@@ -111,6 +133,7 @@ SPEC = StylizerSpec(
     weight_files=("latest_net_AE.pth", "latest_net_Dec_B.pth"),
     import_official=import_official,
     weights_source=WEIGHTS_SOURCE,
+    controls=frozenset({"alpha", "style_mix"}),
 )
 
 

@@ -31,6 +31,7 @@ from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.sizing import pad_to_multiple
 from ..specs import StylizerSpec
+from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
 
 NUM_STYLES = 26
 PAPER = ("Vincent Dumoulin, Jonathon Shlens, Manjunath Kudlur. A Learned Representation for Artistic "
@@ -172,6 +173,10 @@ class DumoulinStylizer(nn.Module):
         style_index: when set (0..25), always use that style and ignore the style image.
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 650
+
     def __init__(self, temperature: float = 0.0, style_index: int | None = None):
         super().__init__()
         if not float(temperature) >= 0.0:
@@ -214,6 +219,24 @@ class DumoulinStylizer(nn.Module):
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         return self.stylize_with_weights(content, self.style_weights(style))
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        Interpolation mixes the 26-style weight vectors each style image selects (the network's own
+        way of mixing styles); ``alpha`` blends the mix with the weights the content itself selects
+        (from ``whole`` when ``content`` is a tile). So ``alpha=0`` renders the content in the learned
+        style nearest to it, not the content itself: the network cannot reproduce a photo.
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        batch = content.shape[0]
+        mixed = weighted_sum([to_batch(self.style_weights(style), batch) for style in styles], weights)
+        if alpha < 1.0:
+            own = to_batch(self.style_weights(whole if whole is not None else content), batch)
+            mixed = blend(alpha, mixed, own)
+        return self.stylize_with_weights(content, mixed)
 
 
 def find_official_files() -> list[Path] | None:
@@ -267,4 +290,5 @@ def register_stylizers(register):
         import_official=import_official,
         weights_source=WEIGHTS_SOURCE,
         locate_official=find_official_files,
+        controls=frozenset({"alpha", "style_mix"}),
     ))

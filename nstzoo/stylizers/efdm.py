@@ -31,6 +31,7 @@ from ..nn.efdm import exact_feature_distribution_matching
 from ..nn.sizing import pad_to_multiple
 from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..specs import StylizerSpec
+from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
 
 PAPER = ("Yabin Zhang, Minghan Li, Ruihuang Li, Kui Jia, Lei Zhang. Exact Feature Distribution Matching "
          "for Arbitrary Style Transfer and Domain Generalization. CVPR 2022. arXiv:2203.07740")
@@ -57,6 +58,10 @@ class EFDMStylizer(nn.Module):
     ``N log N``, so no working-size cap is needed).
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 1400
+
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         if not 0.0 <= float(alpha) <= 1.0:
@@ -79,6 +84,25 @@ class EFDMStylizer(nn.Module):
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         padded, (h, w) = pad_to_multiple(content, 8)
         return self.stylize_unclamped(padded, style)[..., :h, :w].clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        Style interpolation mixes the target distributions: every content position of rank ``k`` gets
+        ``sum_j w_j q_j(k)``, the weighted mean of the styles' ``k``-th quantiles (the same rank
+        assignment for every style, so this equals ``sum_j w_j efdm(c, s_j)``, the released code's
+        interpolation). ``alpha`` blends with the content feature (the released ``--alpha``).
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        padded, (h, w) = pad_to_multiple(content, 8)
+        content_feat = self.encoder(padded)
+        batch = content_feat.shape[0]
+        targets = [exact_feature_distribution_matching(content_feat, to_batch(self.encoder(style), batch))
+                   for style in styles]
+        out = self.decoder(blend(alpha, weighted_sum(targets, weights), content_feat))
+        return out[..., :h, :w].clamp(0.0, 1.0)
 
 
 def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
@@ -109,6 +133,7 @@ SPEC = StylizerSpec(
     import_official=import_official,
     default_options={"alpha": 1.0},
     weights_source=WEIGHTS_SOURCE,
+    controls=frozenset({"alpha", "style_mix"}),
 )
 
 

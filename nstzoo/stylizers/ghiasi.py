@@ -31,6 +31,7 @@ from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.sizing import pad_to_multiple
 from ..specs import StylizerSpec
+from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
 
 PAPER = ("Golnaz Ghiasi, Honglak Lee, Manjunath Kudlur, Vincent Dumoulin, Jonathon Shlens. Exploring the "
          "structure of a real-time, arbitrary neural artistic stylization network. BMVC 2017. arXiv:1705.06830")
@@ -198,6 +199,10 @@ class GhiasiStylizer(nn.Module):
     at its own size (reflection-padded to a multiple of 4, then cropped back).
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 520
+
     def __init__(self, alpha: float = 1.0):
         super().__init__()
         if not 0.0 <= float(alpha) <= 1.0:
@@ -219,6 +224,23 @@ class GhiasiStylizer(nn.Module):
         vector = self.style_vector(style)
         if self.alpha < 1.0:
             vector = self.alpha * vector + (1.0 - self.alpha) * self.style_vector(content)
+        return self.stylize_with_vector(content, vector)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        Style interpolation mixes the style vectors; ``alpha`` blends the mix with the content's own
+        style vector, as the reference's "strength" does. When ``content`` is a tile, the content's
+        vector comes from ``whole`` (the whole image), so every tile gets the same one.
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        batch = content.shape[0]
+        vector = weighted_sum([to_batch(self.style_vector(style), batch) for style in styles], weights)
+        if alpha < 1.0:
+            own = to_batch(self.style_vector(whole if whole is not None else content), batch)
+            vector = blend(alpha, vector, own)
         return self.stylize_with_vector(content, vector)
 
 
@@ -308,4 +330,5 @@ def register_stylizers(register):
         import_official=import_official,
         weights_source=WEIGHTS_SOURCE,
         locate_official=find_official_files,
+        controls=frozenset({"alpha", "style_mix"}),
     ))

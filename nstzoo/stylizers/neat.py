@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from ..nn.losses.statistics import gram_loss, style_descriptor
 from ..nn.stats import mean_variance_norm
 from ..recipes import RecipeContext, load_frozen_vgg_encoder, step_generator
 from ..specs import Recipe, StylizerSpec, TrainParts
+from ._controls import check_alpha, style_weights_for
 
 PAPER = ("Dan Ruta, Andrew Gilbert, John Collomosse, Eli Shechtman, Nicholas Kolkin. NeAT: Neural Artistic "
          "Tracing for Beautiful Style Transfer. 2023 (re-implemented by nstzoo from the paper descriptions)")
@@ -82,6 +84,10 @@ class NeATStylizer(nn.Module):
     most ``max_tokens`` positions (stride 4 with relu3_1, else 8), resized bilinearly to ``H x W``,
     and added to the full-resolution base — detail of the content is never resampled.
     """
+
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 1800
 
     def __init__(self, levels: tuple[str, ...] | list[str] = DEFAULT_LEVELS, stages: int = 3,
                  max_tokens: int = DEFAULT_MAX_TOKENS, inference_blur_sigma: float = 0.0):
@@ -144,6 +150,30 @@ class NeATStylizer(nn.Module):
         padded, (wh, ww) = pad_to_multiple(resize_to(base, work), 16)
         delta = self.predict_delta(padded, style)[..., :wh, :ww]
         return (base + resize_to(delta, (h, w))).clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, one style ``[B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        The delta is predicted at the content's own size (callers tile large images); the style keeps
+        the ``max_tokens`` cap. NeAT stylizes by *editing*, so ``alpha`` scales the edit:
+        ``base + alpha * delta`` (``alpha=0`` returns the content). Style interpolation is not
+        offered: the aligned features of several styles are not a meaningful mix for a delta network
+        trained on one style at a time (the spec does not declare ``style_mix``).
+        """
+        style_weights_for(styles, style_weights)
+        if len(styles) != 1:
+            raise ValueError("neat takes one style (style_mix is not among its controls)")
+        alpha = check_alpha(alpha)
+        base = content
+        if self.inference_blur_sigma > 0:
+            sigma = content.new_full((content.shape[0],), self.inference_blur_sigma)
+            base = gaussian_blur(content, sigma, self.inference_blur_sigma)
+        style = styles[0]
+        style = resize_to(style, attention_working_size(*style.shape[-2:], self.max_tokens, self.stride))
+        padded, (h, w) = pad_to_multiple(base, 16)
+        delta = self.predict_delta(padded, style)[..., :h, :w]  # a style batch of 1 broadcasts in the stages
+        return (base + alpha * delta).clamp(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- training recipe
@@ -381,6 +411,7 @@ SPEC = StylizerSpec(
                      "inference_blur_sigma": 0.0},
     recipe=RECIPE,
     weights_source=WEIGHTS_SOURCE,
+    controls=frozenset({"alpha"}),
 )
 
 

@@ -31,6 +31,7 @@ from ..nn.losses.manifold import (PAMA_LOSS_LAYERS, PAMA_STAGE_WEIGHTS, RECONSTR
 from ..nn.losses.statistics import mse_feature_loss
 from ..recipes import RecipeContext, vgg_generator_parts
 from ..specs import Recipe, StylizerSpec, TrainParts
+from ._controls import blend, check_alpha, style_weights_for, weighted_sum
 
 PAPER = ("Xuan Luo, Zhen Han, Lingkang Yang, Lingling Zhang. Consistent Style Transfer / Progressive "
          "Attentional Manifold Alignment for Arbitrary Style Transfer. ACCV 2022. arXiv:2112.04769")
@@ -56,6 +57,10 @@ class PAMAStylizer(nn.Module):
     Args:
         max_tokens: relu4_1 positions allowed for content and for style (each).
     """
+
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 1450
 
     def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS):
         super().__init__()
@@ -86,6 +91,24 @@ class PAMAStylizer(nn.Module):
         padded, (wh, ww) = pad_to_multiple(resize_to(content, attention_working_size(h, w, self.max_tokens)), 8)
         out = self.stylize_unclamped(padded, style)[..., :wh, :ww]
         return resize_to(out, (h, w)).clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        The content is stylised at its own size (the fused attention needs no ``Nc x Ns`` map; callers
+        tile large images); styles keep the ``max_tokens`` cap. Interpolation mixes the aligned
+        features after the third stage, ``sum_k w_k F3(c, s_k)``; ``alpha`` blends them with the
+        content's relu4_1 feature before decoding (``alpha=0`` is the decoder's reconstruction).
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        padded, (h, w) = pad_to_multiple(content, 8)
+        content_feat = self.encoder(padded)
+        aligned = [self.align(content_feat, self.encoder(resize_to(style, attention_working_size(
+            *style.shape[-2:], self.max_tokens))))[-1] for style in styles]
+        out = self.decoder(blend(alpha, weighted_sum(aligned, weights), content_feat))
+        return out[..., :h, :w].clamp(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- official import
@@ -211,6 +234,7 @@ SPEC = StylizerSpec(
     import_official=import_official,
     default_options={"max_tokens": DEFAULT_MAX_TOKENS},
     recipe=RECIPE,
+    controls=frozenset({"alpha", "style_mix"}),
     weights_source=WEIGHTS_SOURCE,
 )
 

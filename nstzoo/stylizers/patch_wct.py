@@ -10,12 +10,15 @@ are overlap-added back into an image. It is the linear, pixel-space ancestor of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..hookspecs import hookimpl
 from ..specs import StylizerSpec
+from ._controls import check_alpha, style_weights_for
 
 
 def _patch_covariance(patches: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +46,10 @@ class PatchWCT(nn.Module):
         eps: covariance regulariser; bounds the whitening gain on flat content.
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 300
+
     def __init__(self, patch_size: int = 5, stride: int = 2, working_size: int = 256,
                  strength: float = 1.0, eps: float = 1e-3):
         super().__init__()
@@ -63,6 +70,28 @@ class PatchWCT(nn.Module):
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """``content [B,3,H,W]``, ``style [B,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1] (float32)."""
+        return self._transfer(content, style, self.strength, keep_detail=False)
+
+    def stylize_controlled(self, content: torch.Tensor, styles: Sequence[torch.Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None,
+                           whole: torch.Tensor | None = None) -> torch.Tensor:
+        """``content [B,3,H,W]``, one ``style [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        ``alpha`` is the strength. Patches are still transformed at ``working_size`` (texture scale is
+        relative to the image), but the content's detail finer than the working size is added back
+        (``content - upsample(downsample(content))``), so a 4096-px output keeps 4096-px detail instead
+        of being an upsampled 256-px image.
+        """
+        style_weights_for(styles, style_weights)
+        if len(styles) != 1:
+            raise ValueError("patch-wct takes one style (style_mix is not among its controls)")
+        style = styles[0]
+        if style.shape[0] != content.shape[0]:
+            style = style.expand(content.shape[0], -1, -1, -1)
+        return self._transfer(content, style, check_alpha(alpha), keep_detail=True)
+
+    def _transfer(self, content: torch.Tensor, style: torch.Tensor, strength: float,
+                  keep_detail: bool) -> torch.Tensor:
         out_size = content.shape[-2:]
         k = self.patch_size
         with torch.autocast(content.device.type, enabled=False):
@@ -86,9 +115,12 @@ class PatchWCT(nn.Module):
             if image.shape[-2:] != out_size:
                 image = F.interpolate(image, size=out_size, mode="bilinear", align_corners=False)
                 base = content.float()
+                if keep_detail:
+                    image = image + base - F.interpolate(c[..., :h, :w], size=out_size, mode="bilinear",
+                                                         align_corners=False)
             else:
                 base = c[..., :h, :w]
-            return torch.lerp(base, image, self.strength).clamp(0.0, 1.0)
+            return torch.lerp(base, image, strength).clamp(0.0, 1.0)
 
 
 @hookimpl
@@ -99,4 +131,5 @@ def register_stylizers(register):
         summary="Whitening-colouring transform of local colour patches (palette + fine texture); no weights",
         paper="Pixel-space patch variant of Li et al., Universal Style Transfer via Feature Transforms, NeurIPS 2017",
         needs_weights=False,
+        controls=frozenset({"alpha"}),
     ))

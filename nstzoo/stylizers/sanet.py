@@ -25,6 +25,7 @@ from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..nn.losses.statistics import mean_std_loss, mse_feature_loss
 from ..recipes import vgg_generator_parts
 from ..specs import Recipe, StylizerSpec, TrainParts
+from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
 
 PAPER = ("Dae Young Park, Kwang Hee Lee. Arbitrary Style Transfer with Style-Attentional Networks. "
          "CVPR 2019. arXiv:1812.02342")
@@ -49,12 +50,17 @@ class SANetBlock(nn.Module):
 
     def forward(self, content: Tensor, style: Tensor) -> Tensor:
         b, c, hc, wc = content.shape
+        # A style batch of 1 serves every content of the batch (tiles, video frames): it is projected
+        # once and broadcast, not copied B times through the convolutions.
         query = self.f(mean_variance_norm(content)).flatten(2).transpose(1, 2)  # [B,Nc,C]
-        key = self.g(mean_variance_norm(style)).flatten(2)  # [B,C,Ns]
-        value = self.h(style).flatten(2)  # [B,C,Ns]; the raw style, as in the reference
-        attention = torch.softmax(torch.bmm(query, key), dim=-1)  # [B,Nc,Ns], over style positions
-        out = torch.bmm(value, attention.transpose(1, 2)).view(b, c, hc, wc)
-        return self.out_conv(out) + content
+        key = to_batch(self.g(mean_variance_norm(style)).flatten(2).transpose(1, 2), b)  # [B,Ns,C]
+        value = to_batch(self.h(style).flatten(2).transpose(1, 2), b)  # [B,Ns,C]; the raw style, as in the reference
+        # softmax(Q K^T) V over style positions, unscaled as in the reference (scale=1). The fused kernel
+        # computes it blockwise without materialising the [B,Nc,Ns] map (and its softmax copy): memory
+        # O(Nc*C) instead of O(Nc*Ns), which is what lets a 1024-px tile attend over the whole style.
+        # fp32 results differ from bmm + softmax + bmm by ~1e-7 (summation order).
+        out = F.scaled_dot_product_attention(query[:, None], key[:, None], value[:, None], scale=1.0)[:, 0]
+        return self.out_conv(out.transpose(1, 2).reshape(b, c, hc, wc)) + content
 
 
 class SANetTransform(nn.Module):
@@ -102,6 +108,10 @@ class SANetStylizer(nn.Module):
         max_tokens: relu4_1 positions allowed for content and for style (each).
     """
 
+    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
+    #: plus ~25 %); the stylize engine plans tiles with it.
+    peak_bytes_per_pixel = 1450
+
     def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS):
         super().__init__()
         if int(max_tokens) < 1:
@@ -128,6 +138,30 @@ class SANetStylizer(nn.Module):
         style = resize_to(style, _working_size(*style.shape[-2:], self.max_tokens))
         padded, (wh, ww) = pad_to_multiple(resize_to(content, work), 16)
         out = self.stylize_padded(padded, style)[..., :wh, :ww]
+        return resize_to(out, (h, w)).clamp(0.0, 1.0)
+
+    def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
+                           style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
+        """``content [B,3,H,W]``, K ``styles [B or 1,3,H',W']`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
+
+        Unlike :meth:`forward`, the content is stylised at its own size (only sides below 32 px are
+        upsampled): the fused attention needs no ``Nc x Ns`` map, and callers tile large images. Styles
+        keep the ``max_tokens`` cap (they only supply features to attend to). Interpolation mixes the
+        transformed relu4_1 features ``sum_k w_k T(c, s_k)``; ``alpha`` blends them with the content's
+        relu4_1 feature before decoding.
+        """
+        weights = style_weights_for(styles, style_weights)
+        alpha = check_alpha(alpha)
+        h, w = content.shape[-2:]
+        work = (h, w) if min(h, w) >= MIN_SIDE else _working_size(h, w, h * w)
+        padded, (wh, ww) = pad_to_multiple(resize_to(content, work), 16)
+        content4_1, content5_1 = self.encode(padded)
+        transformed = []
+        for style in styles:
+            style4_1, style5_1 = self.encode(resize_to(style, _working_size(*style.shape[-2:], self.max_tokens)))
+            transformed.append(self.transform(content4_1, style4_1, content5_1, style5_1))
+        feat = blend(alpha, weighted_sum(transformed, weights), content4_1)
+        out = self.decoder(feat)[..., :wh, :ww]
         return resize_to(out, (h, w)).clamp(0.0, 1.0)
 
 
@@ -228,6 +262,7 @@ SPEC = StylizerSpec(
     import_official=import_official,
     default_options={"max_tokens": DEFAULT_MAX_TOKENS},
     recipe=RECIPE,
+    controls=frozenset({"alpha", "style_mix"}),
     weights_source=WEIGHTS_SOURCE,
 )
 
