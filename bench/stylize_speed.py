@@ -60,9 +60,14 @@ def child(mode: str, name: str, size: int, pairs: int, threads: int) -> dict[str
             def run() -> None:
                 stylizer.stylize(content, [style], Controls())
         run()  # warm-up: oneDNN primitive caches, allocator
-        start = time.perf_counter()
-        run()
-        seconds = time.perf_counter() - start
+        # Cheap stylizers (milliseconds per batch) are timed over repeated runs for at least 2 s, keeping
+        # the best, so scheduler noise does not decide their ratio; expensive ones run once.
+        seconds, spent = float("inf"), 0.0
+        while spent < 2.0 or seconds == float("inf"):
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
+            seconds, spent = min(seconds, elapsed), spent + elapsed
     return {"mode": mode, "seconds": seconds, "random_weights": random}
 
 

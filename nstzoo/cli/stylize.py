@@ -33,13 +33,13 @@ def _names(values: list[str]) -> list[str]:
 
 def stylize(
     stylizer: Annotated[list[str], typer.Option(
-        "--stylizer", "-s", help="Stylizer name(s): -s sanet,pama,ghiasi or repeated (nstzoo stylizers list).")],
+        "--stylizer", "-s", metavar="NAMES", help="Stylizer name(s): -s sanet,pama,ghiasi or repeated (see nstzoo stylizers list).")],
     content: Annotated[list[str], typer.Option(
-        help="Content image, video (.mp4 ...), folder, .txt list or glob; repeatable.")],
+        metavar="PATH", help="Content image, video (.mp4 ...), folder, .txt list or glob; repeatable.")],
     style: Annotated[list[str], typer.Option(
-        help="Style image, folder, .txt list or glob; repeatable. With --style-weights: the styles to mix.")],
+        metavar="PATH", help="Style image, folder, .txt list or glob; repeatable. With --style-weights: the styles to mix.")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="One pair only: write the result exactly here (.png or .jpg; .mp4 for a video).")] = None,
+        "--output", "-o", help="One pair only: write the result exactly here (.png/.jpg; .mp4 for a video).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder for {content}__{style}__{stylizer}.png (created if needed).")] = None,
     pairs: Annotated[str, typer.Option(
@@ -58,10 +58,12 @@ def stylize(
     max_memory: Annotated[str, typer.Option(
         help="Peak memory budget, e.g. 4GiB: larger images are stylized at full resolution in overlapped, "
              "blended tiles.")] = "4GiB",
-    tile: Annotated[int | None, typer.Option(min=32, help="Fixed tile side in pixels (default: from --max-memory).")] = None,
+    tile: Annotated[int | None, typer.Option(
+        min=32, help="Fixed tile side in pixels (default: from --max-memory).")] = None,
     overlap: Annotated[int, typer.Option(min=0, help="Pixels shared by neighbouring tiles (blending ramp).")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs (or video frames) per call at most.")] = 8,
-    grid: Annotated[bool, typer.Option(help="Also write grid__{stylizer}.png contact sheets (contents x styles).")] = False,
+    grid: Annotated[bool, typer.Option(
+        help="Also write grid__{stylizer}.png contact sheets (contents x styles).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     weights: Annotated[Path | None, typer.Option(
         help="A safetensors file to use instead of the store's (one stylizer only).")] = None,

@@ -87,7 +87,7 @@ def check_controls(stylizer: str, declared: frozenset[str] | set[str], controls:
         flags = ", ".join(CONTROL_FLAGS[m] for m in missing)
         supported = ", ".join(CONTROL_FLAGS[c] for c in sorted(declared)) or "none"
         raise ControlError(f"stylizer {stylizer!r} cannot honour {flags}; it supports: {supported}",
-                           hint=f"drop that option for {stylizer}, or see `nstzoo stylizers show {stylizer}` (controls)")
+                           hint=f"drop that option for {stylizer}; `nstzoo stylizers show {stylizer}` lists its controls")
 
 
 # ITU-R BT.601 full-range YCbCr (JPEG's): Y is luminance, Cb/Cr the colour differences.

@@ -176,6 +176,8 @@ class DumoulinStylizer(nn.Module):
     #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
     #: plus ~25 %); the stylize engine plans tiles with it.
     peak_bytes_per_pixel = 650
+    #: Small-channel network (<= 32 channels): channels-last only adds layout copies (bench/stylize_speed.py).
+    prefer_channels_last = False
 
     def __init__(self, temperature: float = 0.0, style_index: int | None = None):
         super().__init__()

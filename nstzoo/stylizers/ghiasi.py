@@ -202,6 +202,9 @@ class GhiasiStylizer(nn.Module):
     #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
     #: plus ~25 %); the stylize engine plans tiles with it.
     peak_bytes_per_pixel = 520
+    #: Small-channel transformer (<= 32 channels; its MobileNet is depthwise): channels-last only adds
+    #: layout copies (bench/stylize_speed.py).
+    prefer_channels_last = False
 
     def __init__(self, alpha: float = 1.0):
         super().__init__()

@@ -85,9 +85,12 @@ class NeATStylizer(nn.Module):
     and added to the full-resolution base — detail of the content is never resampled.
     """
 
-    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
-    #: plus ~25 %); the stylize engine plans tiles with it.
-    peak_bytes_per_pixel = 1800
+    #: Peak activation bytes per content pixel of one fp32 CPU call; the stylize engine plans tiles with it.
+    #: bench/stylize_memory.py measured 1454 at 512 px and 2847 at 1024 px (relu3_1 attention grows faster).
+    peak_bytes_per_pixel = 2900
+    #: Attention at relu3_1 flattens and transposes large maps, where channels-last only adds copies
+    #: (bench/stylize_speed.py: batched 0.73x with it); the stylize engine keeps NCHW.
+    prefer_channels_last = False
 
     def __init__(self, levels: tuple[str, ...] | list[str] = DEFAULT_LEVELS, stages: int = 3,
                  max_tokens: int = DEFAULT_MAX_TOKENS, inference_blur_sigma: float = 0.0):

@@ -54,6 +54,9 @@ class PAMAStylizer(nn.Module):
     ``N = H*W/64``; content or style with more than ``max_tokens`` relu4_1 positions is resized
     (aspect kept) to fit, the content is stylised at that size and the result resized back.
 
+    ``nstzoo stylize`` uses :meth:`stylize_controlled` instead, which keeps the content at full size
+    (fused attention needs no ``Nc x Ns`` map) and tiles images larger than its memory budget.
+
     Args:
         max_tokens: relu4_1 positions allowed for content and for style (each).
     """

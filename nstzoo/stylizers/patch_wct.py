@@ -49,6 +49,8 @@ class PatchWCT(nn.Module):
     #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
     #: plus ~25 %); the stylize engine plans tiles with it.
     peak_bytes_per_pixel = 300
+    #: No convolutions: channels-last only adds layout copies (bench/stylize_speed.py).
+    prefer_channels_last = False
 
     def __init__(self, patch_size: int = 5, stride: int = 2, working_size: int = 256,
                  strength: float = 1.0, eps: float = 1e-3):

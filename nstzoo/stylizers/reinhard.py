@@ -28,6 +28,8 @@ class Reinhard(nn.Module):
     #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
     #: plus ~25 %); the stylize engine plans tiles with it.
     peak_bytes_per_pixel = 160
+    #: No convolutions: channels-last only adds layout copies (bench/stylize_speed.py).
+    prefer_channels_last = False
 
     def __init__(self, strength: float = 1.0):
         super().__init__()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -103,6 +102,9 @@ class SANetStylizer(nn.Module):
     4096 positions (512x512 px), bounds each attention map to 64 MiB per sample in fp32. Images
     are never worked on with a side below 32 px (the deepest VGG layer needs two rows), so tiny
     inputs are upsampled instead, whatever the budget.
+
+    ``nstzoo stylize`` uses :meth:`stylize_controlled` instead, which keeps the content at full size
+    (fused attention needs no ``Nc x Ns`` map) and tiles images larger than its memory budget.
 
     Args:
         max_tokens: relu4_1 positions allowed for content and for style (each).

@@ -1,0 +1,46 @@
+"""The engine's output guard gives exactly check_output's verdict (its fast path reads min and max only)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nstzoo.errors import StylizerOutputError
+from nstzoo.stylize import Stylizer
+
+
+class Fixed(torch.nn.Module):
+    """Returns a prepared output whatever the inputs."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
+
+    def forward(self, content, style):
+        return self.output
+
+
+@pytest.mark.parametrize("value, ok", [(0.5, True), (1.0005, True), (-0.0005, True), (1.01, False),
+                                       (-0.01, False), (float("nan"), False), (float("inf"), False),
+                                       (float("-inf"), False)])
+def test_the_guard_accepts_and_refuses_what_check_output_does(value, ok):
+    from nstzoo.stylize import Controls
+
+    output = torch.full((1, 3, 4, 5), 0.5)
+    output[0, 1, 2, 3] = value
+    stylizer = Stylizer("fixed", Fixed(output), channels_last=False)
+    content = torch.rand(1, 3, 4, 5)
+    if ok:
+        result = stylizer.call(content, [content], Controls())
+        assert float(result.min()) >= 0 and float(result.max()) <= 1
+    else:
+        with pytest.raises(StylizerOutputError, match="stylizer 'fixed'"):
+            stylizer.call(content, [content], Controls())
+
+
+def test_a_wrong_shape_is_refused_by_check_output():
+    from nstzoo.stylize import Controls
+
+    stylizer = Stylizer("fixed", Fixed(torch.full((1, 3, 4, 4), 0.5)), channels_last=False)
+    with pytest.raises(StylizerOutputError, match=r"expected \[1, 3, 4, 5\]"):
+        stylizer.call(torch.rand(1, 3, 4, 5), [torch.rand(1, 3, 4, 5)], Controls())
