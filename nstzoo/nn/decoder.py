@@ -1,4 +1,4 @@
-"""The mirrored AdaIN decoder shared by AdaIN, SANet, PAMA and CAST."""
+"""The mirrored AdaIN decoder shared by AdaIN, SANet, PAMA, CAST and EFDM."""
 
 from __future__ import annotations
 

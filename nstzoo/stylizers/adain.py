@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
-from ..nn.decoder import adain_decoder
+from ..nn.encoder_decoder import Relu41EncoderDecoder, import_vgg_and_decoder
 from ..nn.sizing import pad_to_multiple
 from ..nn.stats import adain, mean_std, mean_variance_norm
-from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..nn.losses.statistics import mean_std_loss
 from ..recipes import vgg_generator_parts
 from ..specs import Recipe, StylizerSpec, TrainParts
@@ -32,39 +29,21 @@ WEIGHTS_SOURCE = ("https://github.com/naoto0804/pytorch-AdaIN/releases/tag/v0.0.
                   "(vgg_normalised.pth, decoder.pth)")
 
 
-class AdaINStylizer(nn.Module):
+class AdaINStylizer(Relu41EncoderDecoder):
     """``forward(content [B,3,H,W], style [B,3,H',W'])`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
 
-    Args:
-        alpha: content-style trade-off in [0, 1]; 1 is full stylisation, 0 reconstructs the content.
-
-    Any input size works: the content is padded (reflection) to a multiple of 8, the decoder's
-    output stride, and the result cropped back.
+    relu4_1 features of the content re-scaled to the style's channel mean and std, then decoded
+    (:class:`~nstzoo.nn.encoder_decoder.Relu41EncoderDecoder`: any input size; ``alpha`` in [0, 1],
+    0 reconstructs the content).
     """
 
+    method = "adain"
     #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
     #: plus ~25 %); the stylize engine plans tiles with it.
     peak_bytes_per_pixel = 1200
 
-    def __init__(self, alpha: float = 1.0):
-        super().__init__()
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ConfigError(f"adain: option alpha must be in [0, 1], got {alpha!r}")
-        self.alpha = float(alpha)
-        self.encoder = NormalisedVGG19("relu4_1")
-        self.decoder = adain_decoder()
-
-    def transfer_features(self, content: Tensor, style: Tensor, alpha: float | None = None) -> Tensor:
-        """relu4_1 target features ``[B,512,ceil(H/8),ceil(W/8)]`` for images in [0, 1]."""
-        alpha = self.alpha if alpha is None else alpha
-        content_feat = self.encoder(content)
-        target = adain(content_feat, self.encoder(style))
-        return alpha * target + (1.0 - alpha) * content_feat
-
-    def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        padded, (h, w) = pad_to_multiple(content, 8)
-        out = self.decoder(self.transfer_features(padded, style))
-        return out[..., :h, :w].clamp(0.0, 1.0)
+    def match(self, content_feat: Tensor, style_feat: Tensor) -> Tensor:
+        return adain(content_feat, style_feat)
 
     def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
                            style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
@@ -88,16 +67,7 @@ class AdaINStylizer(nn.Module):
 
 def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
     """``vgg_normalised.pth`` + ``decoder.pth`` (any order) -> this module's state dict."""
-    files = identify_files(
-        paths,
-        roles={"vgg": lambda _p, s: "0.weight" in s, "decoder": lambda _p, s: "1.weight" in s and "0.weight" not in s},
-        expected_names={"vgg": "vgg_normalised.pth", "decoder": "decoder.pth"},
-    )
-    vgg_path, vgg_state = files["vgg"]
-    dec_path, dec_state = files["decoder"]
-    vgg = select_vgg_keys(vgg_state, upto="relu4_1", source=str(vgg_path))
-    decoder = remap_exact(dec_state, {k: k for k in decoder_keys()}, dec_path)
-    return {**prefixed(vgg, "encoder."), **prefixed(decoder, "decoder.")}
+    return import_vgg_and_decoder(paths, {"vgg": "vgg_normalised.pth", "decoder": "decoder.pth"})
 
 
 # ----------------------------------------------------------------------------- training recipe

@@ -21,15 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..nn.checkpoints import decoder_keys, identify_files, prefixed, remap_exact
-from ..nn.decoder import adain_decoder
 from ..nn.efdm import exact_feature_distribution_matching
+from ..nn.encoder_decoder import Relu41EncoderDecoder, import_vgg_and_decoder
 from ..nn.sizing import pad_to_multiple
-from ..nn.vgg import NormalisedVGG19, select_vgg_keys
 from ..specs import StylizerSpec
 from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
 
@@ -42,12 +39,13 @@ WEIGHTS_SOURCE = ("https://github.com/YBZh/EFDM/tree/main/ArbitraryStyleTransfer
 WEIGHT_FILES = ("vgg_normalised.pth", "decoder_iter_160000.pth.tar")
 
 
-class EFDMStylizer(nn.Module):
+class EFDMStylizer(Relu41EncoderDecoder):
     """``forward(content [B,3,H,W], style [B,3,H',W'])`` in [0, 1] -> ``[B,3,H,W]`` in [0, 1].
 
     relu4_1 features of the content take the exact per-channel value distribution of the style's
     (:func:`~nstzoo.nn.efdm.exact_feature_distribution_matching`), then the AdaIN decoder renders
-    them. Parameters: VGG to relu4_1 3,505,740 + decoder 3,505,219 = 7,010,959.
+    them (:class:`~nstzoo.nn.encoder_decoder.Relu41EncoderDecoder`). Parameters: VGG to relu4_1
+    3,505,740 + decoder 3,505,219 = 7,010,959.
 
     Args:
         alpha: content-style trade-off in [0, 1] (the released ``--alpha``): the decoder sees
@@ -58,32 +56,13 @@ class EFDMStylizer(nn.Module):
     ``N log N``, so no working-size cap is needed).
     """
 
+    method = "efdm"
     #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
     #: plus ~25 %); the stylize engine plans tiles with it.
     peak_bytes_per_pixel = 1400
 
-    def __init__(self, alpha: float = 1.0):
-        super().__init__()
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ConfigError(f"efdm: option alpha must be in [0, 1], got {alpha!r}")
-        self.alpha = float(alpha)
-        self.encoder = NormalisedVGG19("relu4_1")
-        self.decoder = adain_decoder()
-
-    def transfer_features(self, content: Tensor, style: Tensor, alpha: float | None = None) -> Tensor:
-        """relu4_1 target features ``[B,512,ceil(H/8),ceil(W/8)]`` for images in [0, 1]."""
-        alpha = self.alpha if alpha is None else alpha
-        content_feat = self.encoder(content)
-        target = exact_feature_distribution_matching(content_feat, self.encoder(style))
-        return alpha * target + (1.0 - alpha) * content_feat
-
-    def stylize_unclamped(self, content: Tensor, style: Tensor) -> Tensor:
-        """Raw decoder output for a content whose sides are multiples of 8 (no padding, no clamp)."""
-        return self.decoder(self.transfer_features(content, style))
-
-    def forward(self, content: Tensor, style: Tensor) -> Tensor:
-        padded, (h, w) = pad_to_multiple(content, 8)
-        return self.stylize_unclamped(padded, style)[..., :h, :w].clamp(0.0, 1.0)
+    def match(self, content_feat: Tensor, style_feat: Tensor) -> Tensor:
+        return exact_feature_distribution_matching(content_feat, style_feat)
 
     def stylize_controlled(self, content: Tensor, styles: Sequence[Tensor], *, alpha: float = 1.0,
                            style_weights: Sequence[float] | None = None, whole: Tensor | None = None) -> Tensor:
@@ -99,7 +78,7 @@ class EFDMStylizer(nn.Module):
         padded, (h, w) = pad_to_multiple(content, 8)
         content_feat = self.encoder(padded)
         batch = content_feat.shape[0]
-        targets = [exact_feature_distribution_matching(content_feat, to_batch(self.encoder(style), batch))
+        targets = [self.match(content_feat, to_batch(self.encoder(style), batch))
                    for style in styles]
         out = self.decoder(blend(alpha, weighted_sum(targets, weights), content_feat))
         return out[..., :h, :w].clamp(0.0, 1.0)
@@ -111,16 +90,7 @@ def import_official(paths: Sequence[Path]) -> dict[str, Tensor]:
     Every key is checked: a missing or unexpected decoder key, or a missing / foreign VGG key, is a
     :class:`~nstzoo.errors.WeightsError` naming the file and the key.
     """
-    files = identify_files(
-        paths,
-        roles={"vgg": lambda _p, s: "0.weight" in s, "decoder": lambda _p, s: "1.weight" in s and "0.weight" not in s},
-        expected_names=dict(zip(("vgg", "decoder"), WEIGHT_FILES)),
-    )
-    vgg_path, vgg_state = files["vgg"]
-    dec_path, dec_state = files["decoder"]
-    vgg = select_vgg_keys(vgg_state, upto="relu4_1", source=str(vgg_path))
-    decoder = remap_exact(dec_state, {k: k for k in decoder_keys()}, dec_path)
-    return {**prefixed(vgg, "encoder."), **prefixed(decoder, "decoder.")}
+    return import_vgg_and_decoder(paths, dict(zip(("vgg", "decoder"), WEIGHT_FILES)))
 
 
 SPEC = StylizerSpec(
