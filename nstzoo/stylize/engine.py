@@ -40,13 +40,18 @@ from .tiling import stylize_tiled, tile_side_for_budget
 from .video import VIDEO_EXTENSIONS, is_video
 
 __all__ = ["StylizeJob", "JobSummary", "Stylizer", "resolve_inputs", "output_name", "parse_memory", "run_job",
-           "DEFAULT_MAX_MEMORY", "DEFAULT_BYTES_PER_PIXEL", "LIST_SUFFIXES"]
+           "DEFAULT_MAX_MEMORY", "DEFAULT_BYTES_PER_PIXEL", "CPU_BATCH_PIXELS", "LIST_SUFFIXES"]
 
 #: ``--max-memory`` default: what one stylizer run may hold at peak (weights, images, activations).
 DEFAULT_MAX_MEMORY = 4 * 1024**3
 #: Activation bytes per content pixel assumed for a stylizer that does not state its own
 #: (``module.peak_bytes_per_pixel``); conservative (the VGG-based built-ins measure below 1.5 kB).
 DEFAULT_BYTES_PER_PIXEL = 3000
+#: On the CPU, content pixels per call at most (one 512x512 image): a call of that size already keeps
+#: every core busy, and larger batches only stream more activation memory (bench/stylize_speed.py:
+#: NeAT at 512 px, 4 images per call 8.0 s/img, one per call 6.5 s/img; AdaIN unchanged). Smaller
+#: images are batched up to it, where per-call overhead matters. A module may set ``batch_pixels``.
+CPU_BATCH_PIXELS = 512 * 512
 #: Text files listing one input path per line (relative paths are relative to the list file).
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 _GLOB_CHARS = set("*?[")
@@ -197,6 +202,9 @@ class Stylizer:
         overlap: window overlap in pixels (the blending ramp).
         channels_last: run convolutions in channels-last layout (default: the module's
             ``prefer_channels_last``, else True).
+        batch_pixels: content pixels per call at most; a batch is split into calls of that size
+            (default on the CPU: the module's ``batch_pixels``, else :data:`CPU_BATCH_PIXELS`; on a
+            GPU only the memory budget splits batches).
     """
 
     name: str
@@ -207,6 +215,7 @@ class Stylizer:
     tile: int | None = None
     overlap: int = 64
     channels_last: bool | None = None
+    batch_pixels: int | None = None
     _baseline: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -215,6 +224,8 @@ class Stylizer:
             from .runtime import tune_cpu_allocator
 
             tune_cpu_allocator()  # batches otherwise page-fault through every large activation
+            if self.batch_pixels is None:
+                self.batch_pixels = int(getattr(self.module, "batch_pixels", CPU_BATCH_PIXELS))
         if self.channels_last is None:
             # A module whose work is mostly reshapes and matrix products around its convolutions (AdaAttN)
             # says so with prefer_channels_last = False: the layout then costs more copies than it saves.
@@ -284,7 +295,7 @@ class Stylizer:
 
         ``aminmax`` propagates NaN, and an infinity is its own min or max, so "min and max finite and
         within [0, 1] up to the tolerance" holds exactly when check_output would pass; then the output
-        is clamped as check_output does. Anything else goes to check_output itself, which raises its
+        is clamped, where it needs it, as check_output does. Anything else goes to check_output, which raises its
         one-line error naming the stylizer. (check_output makes ~5 passes: on the weight-free
         stylizers, whose own work is a few passes, that was a third of the batched time.)
         """
@@ -293,7 +304,7 @@ class Stylizer:
             low, high = float(lo), float(hi)
             tolerance = range_tolerance(output.dtype)
             if math.isfinite(low) and math.isfinite(high) and low >= -tolerance and high <= 1 + tolerance:
-                return output.clamp(0.0, 1.0)
+                return output if low >= 0.0 and high <= 1.0 else output.clamp(0.0, 1.0)
         return check_output(self.name, content, output, plugin=self.plugin)
 
     def stylize(self, content: Tensor, styles: Sequence[Tensor], controls: Controls,
@@ -301,6 +312,11 @@ class Stylizer:
         """``content [B,3,H,W]`` at full resolution, in one call when it fits the budget, else each image in
         overlapped windows (colour preservation then runs on the whole blended image)."""
         b, _, h, w = content.shape
+        per_call = b if self.batch_pixels is None else max(1, self.batch_pixels // (h * w))
+        if b > per_call:
+            return torch.cat([self.stylize(content[i:i + per_call],
+                                           [s if s.shape[0] == 1 else s[i:i + per_call] for s in styles],
+                                           controls, progress) for i in range(0, b, per_call)])
         if self.fits(h * w, b):
             return self.call(content, styles, controls)
         if b > 1:  # split the batch first; tile only what does not fit alone

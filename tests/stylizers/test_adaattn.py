@@ -170,6 +170,22 @@ def test_matches_the_released_forward_pass_exactly_in_fp64(caps, imported, regis
     torch.testing.assert_close(ours, expected, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_the_stylize_engine_path_is_the_released_computation(dtype, tol, imported, registry):
+    # ``nstzoo stylize`` calls stylize_controlled, whose attention moments come from one fused
+    # scaled_dot_product_attention call instead of the released bmm/softmax/bmm: the same numbers
+    # (fp64: to rounding; fp32: summation order), including the sampled path (small caps).
+    model = _with_caps(load_stylizer("adaattn", weights=imported, registry=registry), 60, 20, 500).to(dtype)
+    gen = torch.Generator().manual_seed(9)
+    content = torch.rand(2, 3, 48, 64, generator=gen, dtype=dtype)
+    style = torch.rand(2, 3, 64, 48, generator=gen, dtype=dtype)
+    with torch.no_grad():
+        engine = model.stylize_controlled(content, [style])
+    expected = released_forward({k: {n: t.to(dtype) for n, t in v.items()} for k, v in official_states().items()},
+                                content, style, 60, 20).clamp(0, 1)
+    torch.testing.assert_close(engine, expected, atol=tol, rtol=tol)
+
+
 def test_sampling_draws_the_released_permutation_without_touching_the_global_rng():
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
