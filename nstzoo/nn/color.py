@@ -16,7 +16,7 @@ LOG_LMS_TO_LAB = (torch.diag(torch.tensor([1 / math.sqrt(3), 1 / math.sqrt(6), 1
                   @ torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, -2.0], [1.0, -1.0, 0.0]], dtype=torch.float64))
 
 
-def _apply(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def apply_color_matrix(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``matrix [3,3]`` applied to every pixel of ``x [B,3,H,W]``.
 
     One broadcast matmul over ``[B,3,H*W]``: einsum routes this through a batched GEMM with layout
@@ -41,12 +41,12 @@ class LabTransform(torch.nn.Module):
         self.register_buffer("lab_to_log_lms", torch.linalg.inv(forward).float(), persistent=False)
 
     def to_lab(self, rgb: torch.Tensor) -> torch.Tensor:
-        lms = _apply(self.rgb_to_lms, rgb).clamp_min(self.floor)
-        return _apply(self.log_lms_to_lab, torch.log10(lms))
+        lms = apply_color_matrix(self.rgb_to_lms, rgb).clamp_min(self.floor)
+        return apply_color_matrix(self.log_lms_to_lab, torch.log10(lms))
 
     def to_rgb(self, lab: torch.Tensor) -> torch.Tensor:
-        lms = torch.pow(10.0, _apply(self.lab_to_log_lms, lab))
-        return _apply(self.lms_to_rgb, lms)
+        lms = torch.pow(10.0, apply_color_matrix(self.lab_to_log_lms, lab))
+        return apply_color_matrix(self.lms_to_rgb, lms)
 
 
 def channel_mean_std(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NstzooError
+from ..nn.color import apply_color_matrix
 
 __all__ = ["Controls", "ControlError", "check_controls", "parse_style_weights", "preserve_color",
            "rgb_to_ycbcr", "ycbcr_to_rgb", "CONTROL_FLAGS"]
@@ -99,12 +100,12 @@ _YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
 
 def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
     """``[B,3,H,W]`` RGB in [0, 1] -> YCbCr (Y in [0, 1], Cb and Cr in [-0.5, 0.5])."""
-    return torch.einsum("ij,bjhw->bihw", _RGB_TO_YCBCR.to(rgb), rgb)
+    return apply_color_matrix(_RGB_TO_YCBCR, rgb)
 
 
 def ycbcr_to_rgb(ycbcr: Tensor) -> Tensor:
     """The exact inverse of :func:`rgb_to_ycbcr` (not clamped)."""
-    return torch.einsum("ij,bjhw->bihw", _YCBCR_TO_RGB.to(ycbcr), ycbcr)
+    return apply_color_matrix(_YCBCR_TO_RGB, ycbcr)
 
 
 def preserve_color(output: Tensor, content: Tensor) -> Tensor:

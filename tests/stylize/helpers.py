@@ -15,7 +15,7 @@ def lively(name: str) -> nn.Module:
     barely depends on content or style and sits near 0, so most pixels clamp to black and controls
     would have nothing to move. Here every convolution is re-drawn He-normal (signal-preserving
     through ReLUs, biases 0), and the image-producing 3-channel convolution is rescaled so its output
-    has a spread of 0.15 around mid-grey (around 0 for CAST and NeAT, whose outputs are mapped or
+    has a spread of 0.15 centred on mid-grey (around 0 for CAST and NeAT, whose outputs are mapped or
     added to the content). The weights stay random and seeded.
     """
     torch.manual_seed(0)
@@ -45,8 +45,11 @@ def lively(name: str) -> nn.Module:
         module(smooth(11, 32, 32), smooth(12, 32, 32))
     hook.remove()
     with torch.no_grad():
-        last.weight.mul_(0.15 / seen[-1].std().clamp_min(1e-8))
-        last.bias.fill_(0.0 if name == "cast" else 0.5)
+        scale = 0.15 / seen[-1].std().clamp_min(1e-8)
+        last.weight.mul_(scale)
+        # Centred per channel: the raw output's mean is not 0 (ReLU features), and an off-centre output
+        # clamps at 0 or 1 where controls can no longer move it.
+        last.bias.copy_((0.0 if name == "cast" else 0.5) - scale * seen[-1].mean(dim=(0, 2, 3)))
     return module
 
 
