@@ -114,14 +114,15 @@ class PatchWCT(nn.Module):
             weight = F.fold(F.unfold(ones, k, stride=self.stride), c.shape[-2:], k, stride=self.stride)
             image = F.fold(moved, c.shape[-2:], k, stride=self.stride) / weight.clamp_min(1e-8)
             image = image[..., :h, :w]
-            if image.shape[-2:] != out_size:
-                image = F.interpolate(image, size=out_size, mode="bilinear", align_corners=False)
-                base = content.float()
-                if keep_detail:
-                    image = image + base - F.interpolate(c[..., :h, :w], size=out_size, mode="bilinear",
-                                                         align_corners=False)
-            else:
-                base = c[..., :h, :w]
+            if image.shape[-2:] == out_size:
+                return torch.lerp(c[..., :h, :w], image, strength).clamp(0.0, 1.0)
+            base = content.float()
+            if keep_detail:
+                # up(image) + (content - up(c)): the content's detail above the working size is kept.
+                # Interpolation is linear, so that is content + up(image - c): one full-size resize.
+                change = F.interpolate(image - c[..., :h, :w], size=out_size, mode="bilinear", align_corners=False)
+                return torch.add(base, change, alpha=strength).clamp(0.0, 1.0)
+            image = F.interpolate(image, size=out_size, mode="bilinear", align_corners=False)
             return torch.lerp(base, image, strength).clamp(0.0, 1.0)
 
 
