@@ -295,9 +295,10 @@ class AdaAttNStylizer(nn.Module):
         max_tokens: relu4_1 positions allowed for content and for style (each).
     """
 
-    #: Peak activation bytes per content pixel of one fp32 CPU call (bench/stylize_memory.py --calibrate,
-    #: plus ~25 %); the stylize engine plans tiles with it.
-    peak_bytes_per_pixel = 3400
+    #: Peak activation bytes per content pixel of one fp32 CPU call; the stylize engine plans tiles with it.
+    #: bench/stylize_memory.py: ~3,900 per pixel of an 832-896 px window (above the 512-px calibration:
+    #: the shallow keys concatenate four resized maps), plus ~15 %.
+    peak_bytes_per_pixel = 4500
     #: Channels-last convolutions cost more in the many flatten/transpose copies of the shallow keys than
     #: they save (bench/stylize_speed.py: 1.6x slower batched); the stylize engine keeps NCHW.
     prefer_channels_last = False

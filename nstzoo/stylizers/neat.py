@@ -86,8 +86,9 @@ class NeATStylizer(nn.Module):
     """
 
     #: Peak activation bytes per content pixel of one fp32 CPU call; the stylize engine plans tiles with it.
-    #: bench/stylize_memory.py measured 1454 at 512 px and 2847 at 1024 px (relu3_1 attention grows faster).
-    peak_bytes_per_pixel = 2900
+    #: bench/stylize_memory.py measured 1454 at 512 px and 2847-3053 at 1024 px (relu3_1 attention grows
+    #: faster), plus ~15 %.
+    peak_bytes_per_pixel = 3500
     #: Attention at relu3_1 flattens and transposes large maps, where channels-last only adds copies
     #: (bench/stylize_speed.py: batched 0.73x with it); the stylize engine keeps NCHW.
     prefer_channels_last = False
