@@ -51,10 +51,6 @@ class PatchWCT(nn.Module):
     peak_bytes_per_pixel = 300
     #: No convolutions: channels-last only adds layout copies (bench/stylize_speed.py).
     prefer_channels_last = False
-    #: Content pixels per engine call on the CPU: the patch work runs at ``working_size`` whatever the
-    #: input's size (the full-size part is one resize and one add), so batches of large images stay
-    #: cheap and batching keeps paying, as it does at 256 px.
-    batch_pixels = 4 * 512 * 512
 
     def __init__(self, patch_size: int = 5, stride: int = 2, working_size: int = 256,
                  strength: float = 1.0, eps: float = 1e-3):
