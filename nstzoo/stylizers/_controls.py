@@ -9,7 +9,7 @@ style weights. ``alpha`` blends the same quantity with the content's own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -60,6 +60,19 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
+def mix_style_codes(code: Callable[[Tensor], Tensor], content: Tensor, styles: Sequence[Tensor],
+                    weights: Sequence[float], alpha: float, whole: Tensor | None) -> Tensor:
+    """For methods that condition on one code per image (Ghiasi's style vector, Dumoulin's 26 style
+    weights): ``sum_k w_k code(style_k)``, blended by ``alpha`` with the content's own code, taken from
+    ``whole`` when ``content`` is a tile so that every tile gets the same one. ``[B,...]`` codes."""
+    batch = content.shape[0]
+    mixed = weighted_sum([to_batch(code(style), batch) for style in styles], weights)
+    if alpha < 1.0:
+        own = to_batch(code(whole if whole is not None else content), batch)
+        mixed = blend(alpha, mixed, own)
+    return mixed
+
+
 def to_batch(x: Tensor, batch: int) -> Tensor:
     """A ``[1,...]`` tensor broadcast (a view, no copy) to ``[batch,...]``; a ``[batch,...]`` one unchanged.
 
@@ -73,4 +86,4 @@ def to_batch(x: Tensor, batch: int) -> Tensor:
     return x.expand(batch, *x.shape[1:])
 
 
-__all__ = ["style_weights_for", "weighted_sum", "blend", "check_alpha", "to_batch"]
+__all__ = ["style_weights_for", "weighted_sum", "blend", "check_alpha", "mix_style_codes", "to_batch"]

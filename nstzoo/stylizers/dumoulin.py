@@ -31,7 +31,7 @@ from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.sizing import pad_to_multiple
 from ..specs import StylizerSpec
-from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
+from ._controls import check_alpha, mix_style_codes, style_weights_for
 
 NUM_STYLES = 26
 PAPER = ("Vincent Dumoulin, Jonathon Shlens, Manjunath Kudlur. A Learned Representation for Artistic "
@@ -231,13 +231,8 @@ class DumoulinStylizer(nn.Module):
         (from ``whole`` when ``content`` is a tile). So ``alpha=0`` renders the content in the learned
         style nearest to it, not the content itself: the network cannot reproduce a photo.
         """
-        weights = style_weights_for(styles, style_weights)
-        alpha = check_alpha(alpha)
-        batch = content.shape[0]
-        mixed = weighted_sum([to_batch(self.style_weights(style), batch) for style in styles], weights)
-        if alpha < 1.0:
-            own = to_batch(self.style_weights(whole if whole is not None else content), batch)
-            mixed = blend(alpha, mixed, own)
+        mixed = mix_style_codes(self.style_weights, content, styles, style_weights_for(styles, style_weights),
+                                check_alpha(alpha), whole)
         return self.stylize_with_weights(content, mixed)
 
 

@@ -31,7 +31,7 @@ from ..errors import ConfigError, WeightsError
 from ..hookspecs import hookimpl
 from ..nn.sizing import pad_to_multiple
 from ..specs import StylizerSpec
-from ._controls import blend, check_alpha, style_weights_for, to_batch, weighted_sum
+from ._controls import check_alpha, mix_style_codes, style_weights_for
 
 PAPER = ("Golnaz Ghiasi, Honglak Lee, Manjunath Kudlur, Vincent Dumoulin, Jonathon Shlens. Exploring the "
          "structure of a real-time, arbitrary neural artistic stylization network. BMVC 2017. arXiv:1705.06830")
@@ -237,13 +237,8 @@ class GhiasiStylizer(nn.Module):
         style vector, as the reference's "strength" does. When ``content`` is a tile, the content's
         vector comes from ``whole`` (the whole image), so every tile gets the same one.
         """
-        weights = style_weights_for(styles, style_weights)
-        alpha = check_alpha(alpha)
-        batch = content.shape[0]
-        vector = weighted_sum([to_batch(self.style_vector(style), batch) for style in styles], weights)
-        if alpha < 1.0:
-            own = to_batch(self.style_vector(whole if whole is not None else content), batch)
-            vector = blend(alpha, vector, own)
+        vector = mix_style_codes(self.style_vector, content, styles, style_weights_for(styles, style_weights),
+                                 check_alpha(alpha), whole)
         return self.stylize_with_vector(content, vector)
 
 
