@@ -106,8 +106,9 @@ def stylize(
         check_controls(name, spec.controls, controls)
 
     single = output is not None
+    styles_per_content = 1 if weights_tuple or pairs != "product" else len(style_files)
+    pair_count = len(content_files) * styles_per_content
     if single:
-        pair_count = len(content_files) * (1 if weights_tuple else (len(style_files) if pairs == "product" else 1))
         if len(names) != 1 or pair_count != 1 or (pairs == "zip" and len(content_files) != len(style_files)):
             raise ConfigError("-o/--output writes one result: give one stylizer, one content and one style "
                               "(or --style-weights), or use --out DIR")
@@ -132,8 +133,7 @@ def stylize(
                      batch_size=batch_size, overwrite=overwrite or single, grid=grid and not single,
                      single_output=output)
     start = time.perf_counter()
-    total = (1 if weights_tuple else (len(style_files) if pairs == "product" else 1)) * len(content_files) * len(names)
-    with torch.inference_mode(), progress_bar("stylize", total) as bar:
+    with torch.inference_mode(), progress_bar("stylize", pair_count * len(names)) as bar:
         summary = run_job(job, load, device=dev, skipped_inputs=skipped_contents + skipped_styles,
                           progress=lambda name, n: bar.advance(n, status=name))
     seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""The engine's output guard gives exactly check_output's verdict (its fast path reads min and max only)."""
+"""The engine checks every output with check_output (one pass over a valid output), and splits CPU batches."""
 
 from __future__ import annotations
 
